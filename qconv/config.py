@@ -1,0 +1,134 @@
+"""Typed configuration of a quantization run.
+
+The CLI and TOML files parse into these frozen dataclasses; the library never reads options any
+other way. Validation happens once, in ``__post_init__``, and raises :class:`ConfigError` naming
+the flag at fault.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qconv.errors import ConfigError
+
+
+class QuantFormat(enum.Enum):
+    """How quantization is expressed in the output graph."""
+
+    QDQ = "qdq"
+    QOPERATOR = "qoperator"
+
+
+class QuantType(enum.Enum):
+    """Integer element type of a quantized tensor."""
+
+    INT8 = "int8"
+    UINT8 = "uint8"
+
+    @property
+    def qmin(self) -> int:
+        return -128 if self is QuantType.INT8 else 0
+
+    @property
+    def qmax(self) -> int:
+        return 127 if self is QuantType.INT8 else 255
+
+
+class CalibrationMethod(enum.Enum):
+    """How an activation range is derived from collected statistics."""
+
+    MINMAX = "minmax"
+    PERCENTILE = "percentile"
+    ENTROPY = "entropy"
+    MSE = "mse"
+
+
+@dataclass(frozen=True)
+class PerTensor:
+    """One scale and zero point for the whole tensor."""
+
+    def describe(self) -> str:
+        return "per-tensor"
+
+
+@dataclass(frozen=True)
+class PerChannel:
+    """One scale per slice along ``axis`` (the output-channel axis by default)."""
+
+    axis: int | None = None
+
+    def describe(self) -> str:
+        return "per-channel" if self.axis is None else f"per-channel(axis={self.axis})"
+
+
+Granularity = PerTensor | PerChannel
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """Everything that decides how a model is quantized.
+
+    Attributes:
+        format: QDQ pairs or QLinear*/integer operators.
+        weight_granularity: ``PerChannel()`` (default) or ``PerTensor()`` for weights.
+        activation_type: Integer type of activations (uint8 by default).
+        weight_type: Integer type of weights (int8 by default).
+        symmetric_activations: Zero point fixed at the type's midpoint instead of fitted.
+        calibration: Range method for activations.
+        percentile: The percentile used by ``CalibrationMethod.PERCENTILE``.
+        exclude: Node names or op types kept in float.
+        fuse: Run the float-graph preparation passes (BatchNormalization folding and friends).
+        histogram_bins: Bins per sign of each activation histogram (memory per tensor is
+            ``2 * histogram_bins * 8`` bytes whatever the sample count).
+    """
+
+    format: QuantFormat = QuantFormat.QDQ
+    weight_granularity: Granularity = field(default_factory=PerChannel)
+    activation_type: QuantType = QuantType.UINT8
+    weight_type: QuantType = QuantType.INT8
+    symmetric_activations: bool = False
+    calibration: CalibrationMethod = CalibrationMethod.MINMAX
+    percentile: float = 99.999
+    exclude: tuple[str, ...] = ()
+    fuse: bool = True
+    histogram_bins: int = 4096
+
+    def __post_init__(self) -> None:
+        if not 50.0 < self.percentile <= 100.0:
+            raise ConfigError(
+                f"--percentile {self.percentile} is out of range",
+                "give a value in (50, 100], for example 99.999",
+            )
+        if self.histogram_bins < 256 or self.histogram_bins % 2:
+            raise ConfigError(
+                f"histogram_bins={self.histogram_bins} is invalid", "use an even number >= 256"
+            )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where calibration/evaluation data comes from and how it is batched.
+
+    Attributes:
+        calib: Calibration data path.
+        eval: Optional held-out evaluation data path.
+        labels: Name of the integer label array in the eval data, if any.
+        samples: Use at most this many calibration samples (a seeded subset).
+        batch_size: Samples per feed when arrays are split along their batch axis.
+    """
+
+    calib: Path
+    eval: Path | None = None
+    labels: str | None = None
+    samples: int | None = None
+    batch_size: int = 1
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size {self.batch_size} is invalid", "give 1 or more")
+        if self.samples is not None and self.samples < 1:
+            raise ConfigError(f"--samples {self.samples} is invalid", "give 1 or more")
+        if self.labels and self.eval is None:
+            raise ConfigError("--labels needs --eval", "pass the evaluation data with --eval")

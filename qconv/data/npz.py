@@ -1,0 +1,171 @@
+"""Reader for ``.npz`` archives holding one array per model input.
+
+An array with the input's rank is split along axis 0 into feeds of ``batch_size``; an array with
+one more axis holds one complete feed per entry along axis 0 (this covers scalar and state inputs).
+Every array must give the same number of samples. Pickled objects are refused.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from qconv.data import Feed, InputSpec
+from qconv.errors import DataError
+
+SUBSET_SEED = 0
+
+
+class NpzReader:
+    """Feeds from an ``.npz`` file, validated against the model's inputs on open."""
+
+    def __init__(
+        self,
+        path: Path,
+        specs: Sequence[InputSpec],
+        batch_size: int = 1,
+        samples: int | None = None,
+        labels: str | None = None,
+    ) -> None:
+        self.path = path
+        self.specs = list(specs)
+        self.batch_size = batch_size
+        arrays = _load(path)
+        self._arrays = {spec.name: self._check(spec, arrays) for spec in self.specs}
+        self._per_entry = {
+            spec.name: self._arrays[spec.name].ndim == spec.rank + 1 for spec in self.specs
+        }
+        total = self._count_samples()
+        self._labels = _labels(arrays, labels, path, total)
+        self._index = _subset(total, samples)
+
+    def _check(self, spec: InputSpec, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        if spec.name not in arrays:
+            raise DataError(
+                f"{self.path.name} has no array named {spec.name!r} for model input "
+                f"{spec.describe()} (arrays: {', '.join(sorted(arrays)) or 'none'})",
+                "name each array after the model input it feeds",
+            )
+        return _validated(arrays[spec.name], spec, self.path)
+
+    def _count_samples(self) -> int:
+        counts = {name: len(array) for name, array in self._arrays.items()}
+        if len(set(counts.values())) > 1:
+            raise DataError(
+                f"arrays in {self.path.name} disagree on the sample count: {counts}",
+                "give every input the same number of samples along axis 0",
+            )
+        count = next(iter(counts.values()), 0)
+        if count == 0:
+            raise DataError(f"{self.path.name} holds no samples", "give at least one sample")
+        return count
+
+    @property
+    def num_samples(self) -> int:
+        return len(self._index)
+
+    @property
+    def num_batches(self) -> int:
+        if all(self._per_entry.values()):
+            return self.num_samples
+        return -(-self.num_samples // self.batch_size)
+
+    def labels(self) -> np.ndarray | None:
+        return None if self._labels is None else self._labels[self._index]
+
+    def __iter__(self) -> Iterator[Feed]:
+        step = 1 if all(self._per_entry.values()) else self.batch_size
+        for start in range(0, len(self._index), step):
+            rows = self._index[start : start + step]
+            yield {name: self._feed(name, rows) for name in self._arrays}
+
+    def _feed(self, name: str, rows: np.ndarray) -> np.ndarray:
+        array = self._arrays[name]
+        if self._per_entry[name]:
+            return np.ascontiguousarray(array[rows[0]])
+        return np.ascontiguousarray(array[rows])
+
+
+def _load(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise DataError(
+                f"{path} contains a pickled object array, which qconv refuses to load",
+                "save plain numeric arrays with numpy.savez",
+            ) from exc
+        raise DataError(f"{path} is not a readable .npz ({exc})", "re-save it") from exc
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{path} is not a readable .npz ({exc})", "re-save it") from exc
+
+
+def _validated(array: np.ndarray, spec: InputSpec, path: Path) -> np.ndarray:
+    where = f"array {spec.name!r} in {path.name}"
+    if array.ndim not in (spec.rank, spec.rank + 1) or (array.ndim == 0):
+        raise DataError(
+            f"{where} has shape {array.shape} but input {spec.describe()} has rank {spec.rank}",
+            f"give rank {spec.rank} (split into batches) or {spec.rank + 1} (one feed per entry)",
+        )
+    array = _converted(array, spec, where)
+    feed_shape = array.shape[1:] if array.ndim == spec.rank + 1 else array.shape
+    _check_dims(feed_shape, spec, where, batch_free=array.ndim == spec.rank)
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+        raise DataError(f"{where} contains NaN or Inf values", "clean the data")
+    return array
+
+
+def _converted(array: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
+    if array.dtype == spec.dtype:
+        return array
+    same_kind = np.issubdtype(array.dtype, np.floating) and np.issubdtype(spec.dtype, np.floating)
+    if same_kind or (
+        np.issubdtype(array.dtype, np.integer) and np.issubdtype(spec.dtype, np.integer)
+    ):
+        return array.astype(spec.dtype)
+    raise DataError(
+        f"{where} has dtype {array.dtype} but input {spec.name!r} expects {spec.dtype}",
+        f"save it as {spec.dtype}",
+    )
+
+
+def _check_dims(shape: tuple[int, ...], spec: InputSpec, where: str, batch_free: bool) -> None:
+    for axis, (got, want) in enumerate(zip(shape, spec.shape, strict=True)):
+        if batch_free and axis == 0:
+            continue
+        if isinstance(want, int) and want > 0 and got != want:
+            raise DataError(
+                f"{where} has size {got} on axis {axis} but input {spec.describe()} needs {want}",
+                "resize the data to the model's input shape",
+            )
+
+
+def _labels(
+    arrays: dict[str, np.ndarray], key: str | None, path: Path, total: int
+) -> np.ndarray | None:
+    if key is None:
+        return None
+    if key not in arrays:
+        raise DataError(
+            f"{path.name} has no label array {key!r} (arrays: {', '.join(sorted(arrays))})",
+            "check --labels",
+        )
+    labels = arrays[key]
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or len(labels) != total:
+        raise DataError(
+            f"label array {key!r} in {path.name} must be 1-D integers, one per sample "
+            f"(got {labels.dtype}{list(labels.shape)} for {total} samples)",
+            "save integer class ids",
+        )
+    return labels.astype(np.int64)
+
+
+def _subset(total: int, samples: int | None) -> np.ndarray:
+    if samples is None or samples >= total:
+        return np.arange(total)
+    rng = np.random.default_rng(SUBSET_SEED)
+    return np.sort(rng.choice(total, size=samples, replace=False))

@@ -1,0 +1,60 @@
+"""The one place that creates onnxruntime sessions.
+
+Every session qconv runs (calibration, verification, evaluation, latency) is built here so that
+threading, providers and custom-op libraries are set the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+
+STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.training"})
+
+
+def session_options(
+    threads: int | None = None, optimize: bool = True, profile_prefix: str | None = None
+) -> ort.SessionOptions:
+    """Session options with a fixed thread count (``None``: onnxruntime's default)."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if optimize
+        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    return options
+
+
+def needs_custom_ops(model: onnx.ModelProto) -> bool:
+    """Whether the model imports a domain that only onnxruntime-extensions implements."""
+    return any(opset.domain not in STANDARD_DOMAINS for opset in model.opset_import)
+
+
+def create_session(
+    model: onnx.ModelProto | Path,
+    threads: int | None = None,
+    optimize: bool = True,
+    profile_prefix: str | None = None,
+) -> ort.InferenceSession:
+    """An onnxruntime CPU session for ``model`` (a protobuf or a path)."""
+    options = session_options(threads, optimize, profile_prefix)
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), False)
+    if needs_custom_ops(proto):
+        import onnxruntime_extensions
+
+        options.register_custom_ops_library(onnxruntime_extensions.get_library_path())
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
