@@ -1,0 +1,69 @@
+"""Run the float model over calibration data and fold every watched tensor into its statistics.
+
+The watched tensors become extra outputs of a copy of the model; each batch's values are folded
+into a :class:`TensorStats` and dropped, so memory stays that of one batch plus the histograms.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import onnx
+
+from qconv.calibrate.histogram import TensorStats
+from qconv.data import DataReader
+from qconv.errors import DataError
+from qconv.runtime import create_session
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def with_outputs(model: onnx.ModelProto, tensors: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``model`` that also returns ``tensors`` (onnxruntime infers their types)."""
+    exposed = copy.deepcopy(model)
+    existing = {o.name for o in exposed.graph.output}
+    for name in tensors:
+        if name not in existing:
+            exposed.graph.output.append(onnx.ValueInfoProto(name=name))
+    return exposed
+
+
+def collect_statistics(
+    model: onnx.ModelProto,
+    tensors: Sequence[str],
+    reader: DataReader,
+    *,
+    threads: int | None = None,
+    bins_per_side: int = 4096,
+    on_batch: ProgressCallback | None = None,
+) -> dict[str, TensorStats]:
+    """One pass over ``reader``: min/max and histogram of each tensor in ``tensors``."""
+    names = list(dict.fromkeys(tensors))
+    session = create_session(with_outputs(model, names), threads=threads)
+    stats = {name: TensorStats(bins_per_side) for name in names}
+    total = reader.num_batches
+    for index, feed in enumerate(reader):
+        values = run_batch(session, names, feed, index)
+        for name, value in zip(names, values, strict=True):
+            if np.issubdtype(value.dtype, np.floating):
+                stats[name].update(value)
+        if on_batch:
+            on_batch(index + 1, total)
+    return stats
+
+
+def run_batch(session, names: list[str], feed: dict[str, np.ndarray], index: int) -> list:
+    """Run one feed, turning onnxruntime's complaints about the data into a DataError."""
+    try:
+        return session.run(names, feed)
+    except Exception as exc:  # onnxruntime raises its own exception types per failure
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"onnxruntime rejected calibration batch {index}: {first}",
+            "check that the data matches the model's input shapes and dtypes",
+        ) from exc

@@ -1,0 +1,64 @@
+"""Activation quantization parameters from calibration statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx_ir as ir
+
+from qconv.calibrate.histogram import TensorStats
+from qconv.calibrate.ranges import compute_range
+from qconv.config import CalibrationMethod, QuantizeConfig
+from qconv.plan import QuantizationPlan
+from qconv.qparams import QuantParams, compute_qparams
+
+
+@dataclass(frozen=True)
+class TensorRange:
+    """The range chosen for one calibrated tensor and the parameters it gives.
+
+    Attributes:
+        tensor: The calibrated float-model tensor.
+        method: The range method used.
+        observed: The observed (min, max).
+        chosen: The clipping range.
+        params: The resulting scale and zero point.
+    """
+
+    tensor: str
+    method: CalibrationMethod
+    observed: tuple[float, float]
+    chosen: tuple[float, float]
+    params: QuantParams
+
+
+def tensor_ranges(
+    names: list[str], stats: dict[str, TensorStats], config: QuantizeConfig
+) -> dict[str, TensorRange]:
+    """The range and parameters of every calibrated tensor, by ``config.calibration``."""
+    ranges = {}
+    for name in names:
+        tensor_stats = stats.get(name) or TensorStats(config.histogram_bins)
+        lo, hi = compute_range(
+            tensor_stats,
+            config.calibration,
+            qtype=config.activation_type,
+            symmetric=config.symmetric_activations,
+            percentile_value=config.percentile,
+        )
+        params = compute_qparams(lo, hi, config.activation_type, config.symmetric_activations)
+        observed = (
+            (tensor_stats.minimum, tensor_stats.maximum) if not tensor_stats.empty else (0, 0)
+        )
+        ranges[name] = TensorRange(name, config.calibration, observed, (lo, hi), params)
+    return ranges
+
+
+def activation_params(
+    plan: QuantizationPlan, ranges: dict[str, TensorRange]
+) -> dict[ir.Value, QuantParams]:
+    """Parameters for every activation value the plan quantizes, shared scales resolved."""
+    params = {value: ranges[name].params for value, name in plan.activations.items()}
+    for value in plan.shared:
+        params[value] = params[plan.root(value)]
+    return params

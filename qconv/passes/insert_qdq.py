@@ -1,0 +1,195 @@
+"""Rewrite a planned float graph into QDQ form.
+
+Given a :class:`QuantizationPlan` and parameters for its activations:
+
+1. folded Relu/Clip nodes are removed (their range already does their work);
+2. weights are stored as int8 initializers (per channel along the plan's axis) read through a
+   DequantizeLinear; biases become int32 with ``scale = input_scale * weight_scale``; other
+   constant inputs are stored quantized like activations;
+3. every quantized activation gets exactly one QuantizeLinear -> DequantizeLinear pair right after
+   its producer, and every reader (quantized or not) reads the DequantizeLinear output, so a
+   tensor never goes through two pairs. Graph outputs keep their names and stay float.
+
+Guarantees: graph inputs and outputs keep their names, dtypes and meaning; the model differs from
+the float one only by quantization error (bounded by each tensor's scale inside its range).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from qconv.config import QuantizeConfig
+from qconv.decisions import DecisionLog
+from qconv.passes._graph import Namer, add_initializer, bypass, constant_array
+from qconv.plan import QuantizationPlan, WeightSpec
+from qconv.qparams import (
+    QuantParams,
+    compute_qparams,
+    numpy_dtype,
+    quantize,
+    quantize_bias,
+    weight_qparams,
+)
+
+PASS = "insert_qdq"
+
+
+@dataclass(frozen=True)
+class QuantizedConstant:
+    """A constant stored in integer form, for the report."""
+
+    node: str
+    tensor: str
+    kind: str
+    params: QuantParams
+
+
+class InsertQDQPass(ir.passes.InPlacePass):
+    """Apply a quantization plan as QuantizeLinear/DequantizeLinear pairs."""
+
+    def __init__(
+        self,
+        plan: QuantizationPlan,
+        params: dict[ir.Value, QuantParams],
+        config: QuantizeConfig,
+        decisions: DecisionLog | None = None,
+    ) -> None:
+        super().__init__()
+        self.plan = plan
+        self.params = params
+        self.config = config
+        self.decisions = decisions or DecisionLog()
+        self.constants: list[QuantizedConstant] = []
+        self._weight_cache: dict[tuple[int, int | None], QuantParams] = {}
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        self.namer = Namer(graph)
+        for activation in self.plan.folded:
+            bypass(activation, activation.inputs[0])
+            graph.remove(activation, safe=True)
+        for spec in self.plan.constants:
+            self._quantize_constant(graph, spec)
+        for value in list(self.plan.activations) + list(self.plan.shared):
+            self._insert_pair(graph, value, self.params[value])
+        _remove_unused_initializers(graph)
+        graph.sort()
+        return ir.passes.PassResult(model, True)
+
+    # -- activations -------------------------------------------------------------------------
+
+    def _insert_pair(self, graph: ir.Graph, value: ir.Value, qp: QuantParams) -> None:
+        base = value.name
+        scale, zero = self._qparam_initializers(graph, base, qp)
+        q = ir.node("QuantizeLinear", [value, scale, zero], name=self.namer.fresh(f"{base}_Q"))
+        dq = ir.node(
+            "DequantizeLinear", [q.outputs[0], scale, zero], name=self.namer.fresh(f"{base}_DQ")
+        )
+        q.outputs[0].name = self.namer.fresh(f"{base}_quantized")
+        q.outputs[0].type = ir.TensorType(_ir_dtype(qp))
+        q.outputs[0].shape = value.shape
+        dq.outputs[0].name = self.namer.fresh(f"{base}_dequantized")
+        dq.outputs[0].type = value.type
+        dq.outputs[0].shape = value.shape
+        for use in list(value.uses()):
+            if use.node is not q:
+                use.node.replace_input_with(use.idx, dq.outputs[0])
+        if value.is_graph_output():
+            _hand_over_graph_output(graph, value, dq.outputs[0], self.namer)
+        producer = value.producer()
+        if producer is not None and producer.graph is graph:
+            graph.insert_after(producer, [q, dq])
+        else:
+            graph.insert_before(graph[0], [q, dq])
+
+    def _qparam_initializers(
+        self, graph: ir.Graph, base: str, qp: QuantParams, zero_dtype: type | None = None
+    ) -> tuple[ir.Value, ir.Value]:
+        scale = add_initializer(graph, self.namer.fresh(f"{base}_scale"), qp.scale)
+        zero_array = qp.zero_point.astype(zero_dtype) if zero_dtype else qp.zero_point
+        zero = add_initializer(graph, self.namer.fresh(f"{base}_zero_point"), zero_array)
+        return scale, zero
+
+    # -- constants ---------------------------------------------------------------------------
+
+    def _quantize_constant(self, graph: ir.Graph, spec: WeightSpec) -> None:
+        value = spec.node.inputs[spec.index]
+        array = constant_array(value)
+        if spec.kind == "bias":
+            stored, qp = self._bias(spec, array)
+        elif spec.kind == "weight":
+            qp = self._weight_params(spec)
+            stored = quantize(array, qp)
+        else:
+            qp = compute_qparams(
+                array.min(initial=0.0), array.max(initial=0.0), self.config.activation_type, False
+            )
+            stored = quantize(array, qp)
+        name = value.name
+        quantized = add_initializer(graph, self.namer.fresh(f"{name}_quantized"), stored)
+        zero_dtype = np.int32 if spec.kind == "bias" else None
+        scale, zero = self._qparam_initializers(graph, name, qp, zero_dtype)
+        attributes = {"axis": qp.axis} if qp.axis is not None else {}
+        dq = ir.node(
+            "DequantizeLinear",
+            [quantized, scale, zero],
+            attributes=attributes,
+            name=self.namer.fresh(f"{name}_DQ"),
+        )
+        dq.outputs[0].name = self.namer.fresh(f"{name}_dequantized")
+        dq.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
+        dq.outputs[0].shape = ir.Shape(stored.shape)
+        spec.node.replace_input_with(spec.index, dq.outputs[0])
+        graph.insert_before(spec.node, dq)
+        self.constants.append(QuantizedConstant(spec.node.name or "", name, spec.kind, qp))
+
+    def _weight_params(self, spec: WeightSpec) -> QuantParams:
+        key = (id(spec.node), spec.axis)
+        if key not in self._weight_cache:
+            weight = constant_array(spec.node.inputs[1])
+            self._weight_cache[key] = weight_qparams(weight, self.config.weight_type, spec.axis)
+        return self._weight_cache[key]
+
+    def _bias(self, spec: WeightSpec, bias: np.ndarray) -> tuple[np.ndarray, QuantParams]:
+        weight_qp = self._weight_params(WeightSpec(spec.node, 1, spec.axis, "weight"))
+        input_qp = self.params[self.plan.root(spec.node.inputs[0])]
+        channels = weight_qp.scale.size if weight_qp.per_channel else None
+        flat = bias.reshape(-1)
+        if channels and flat.size == 1:
+            flat = np.broadcast_to(flat, (channels,))
+        qb = quantize_bias(flat, input_qp.scale, weight_qp.scale)
+        if qb.saturated:
+            self.decisions.note(
+                f"bias of {spec.node.name}: {qb.saturated} values exceed int32 and were clamped"
+            )
+        axis = 0 if weight_qp.per_channel else None
+        zero = np.zeros(qb.scale.shape, dtype=np.int32)
+        scale = qb.scale if axis is not None else np.float32(qb.scale.reshape(-1)[0])
+        zero = zero if axis is not None else np.int32(0)
+        return qb.values, QuantParams(np.asarray(scale), np.asarray(zero), weight_qp.qtype, axis)
+
+
+def _ir_dtype(qp: QuantParams) -> ir.DataType:
+    return ir.DataType.from_numpy(np.dtype(numpy_dtype(qp.qtype)))
+
+
+def _hand_over_graph_output(
+    graph: ir.Graph, value: ir.Value, dq_out: ir.Value, namer: Namer
+) -> None:
+    """Make the DequantizeLinear output the graph output, under the original name."""
+    name = value.name
+    for index, output in enumerate(graph.outputs):
+        if output is value:
+            graph.outputs[index] = dq_out
+    value.name = namer.fresh(f"{name}_float")
+    dq_out.name = name
+
+
+def _remove_unused_initializers(graph: ir.Graph) -> None:
+    for name in list(graph.initializers):
+        value = graph.initializers[name]
+        if not value.uses() and not value.is_graph_output() and not value.is_graph_input():
+            del graph.initializers[name]

@@ -1,0 +1,350 @@
+"""Decide what to quantize: which nodes, which tensors, which scales are shared.
+
+The plan reads the prepared float graph and changes nothing. Rules:
+
+1. A node is *eligible* when its op has an integer form (see ``ROLES``), it is not excluded, its
+   data tensors are float32, and its weight (and bias) are constant initializers.
+2. Weighted ops (Conv, ConvTranspose, Gemm, MatMul) that are eligible are quantized: they are
+   where int8 pays.
+3. Ops without weights (Add, Mul, Concat, pools, shape ops) are quantized only next to a quantized
+   tensor, iterating to a fixed point, so no Q/DQ pair is added inside a float-only region.
+   Shape ops and MaxPool/Resize pass values through: their outputs reuse their input's scale.
+4. A Relu or a Clip with lower bound 0 that is the only reader of a quantized node's output is
+   folded into that output's range when activations are asymmetric: the zero point then sits at
+   the bottom of the integer range, so clamping to it is exactly the Relu. Under symmetric
+   activations negative values stay representable, so the Relu is kept.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import onnx_ir as ir
+
+from qconv.config import PerTensor, QuantizeConfig
+from qconv.decisions import NodeDecision, Reason
+from qconv.passes._graph import constant_array, node_name, single_consumer
+
+
+class Role(enum.Enum):
+    """How an op takes part in quantization."""
+
+    WEIGHTED = "weighted"  # data input 0, weight 1, optional bias 2
+    ELEMENTWISE = "elementwise"  # every input is data, output has its own scale
+    OWN_SCALE = "own-scale"  # data inputs, output has its own scale
+    SHARED = "shared"  # output reuses the scale of data input 0
+
+
+ROLES: dict[str, Role] = {
+    "Conv": Role.WEIGHTED,
+    "ConvTranspose": Role.WEIGHTED,
+    "Gemm": Role.WEIGHTED,
+    "MatMul": Role.WEIGHTED,
+    "Add": Role.ELEMENTWISE,
+    "Mul": Role.ELEMENTWISE,
+    "Concat": Role.OWN_SCALE,
+    "AveragePool": Role.OWN_SCALE,
+    "GlobalAveragePool": Role.OWN_SCALE,
+    "MaxPool": Role.SHARED,
+    "Resize": Role.SHARED,
+    "Reshape": Role.SHARED,
+    "Flatten": Role.SHARED,
+    "Transpose": Role.SHARED,
+    "Squeeze": Role.SHARED,
+    "Unsqueeze": Role.SHARED,
+    "Slice": Role.SHARED,
+    "Split": Role.SHARED,
+}
+FOLDABLE_ACTIVATIONS = ("Relu", "Clip")
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """A constant input quantized ahead of time.
+
+    Attributes:
+        node: The node reading it.
+        index: Its input index on that node.
+        axis: Per-channel axis, or None for per tensor.
+        kind: ``weight``, ``bias`` (int32, scale from input and weight) or ``constant``
+            (a non-weight constant quantized like an activation).
+    """
+
+    node: ir.Node
+    index: int
+    axis: int | None
+    kind: str
+
+
+@dataclass
+class QuantizationPlan:
+    """What the rewrite will do.
+
+    Attributes:
+        decisions: One entry per node of the graph, in graph order.
+        activations: Each quantized activation value and the calibrated tensor whose range it
+            takes (its own name, or a folded Relu's output).
+        shared: Values that reuse another value's quantization parameters.
+        constants: Weights, biases and constant inputs to quantize.
+        folded: Relu/Clip nodes to remove because their range does their work.
+        notes: Plan-wide remarks for the report.
+    """
+
+    decisions: list[NodeDecision] = field(default_factory=list)
+    activations: dict[ir.Value, str] = field(default_factory=dict)
+    shared: dict[ir.Value, ir.Value] = field(default_factory=dict)
+    constants: list[WeightSpec] = field(default_factory=list)
+    folded: list[ir.Node] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def calibration_tensors(self) -> list[str]:
+        """Names of the float-model tensors whose statistics the plan needs."""
+        return sorted(set(self.activations.values()))
+
+    def root(self, value: ir.Value) -> ir.Value:
+        """The value whose parameters ``value`` uses (itself unless it shares a scale)."""
+        while value in self.shared:
+            value = self.shared[value]
+        return value
+
+    def quantized_nodes(self) -> list[str]:
+        return [d.node for d in self.decisions if d.reason.quantized]
+
+
+def make_plan(model: ir.Model, config: QuantizeConfig) -> QuantizationPlan:
+    """Plan the quantization of ``model``'s main graph under ``config``."""
+    return _Planner(model, config).plan()
+
+
+class _Planner:
+    def __init__(self, model: ir.Model, config: QuantizeConfig) -> None:
+        self.graph = model.graph
+        self.config = config
+        self.opset = model.opset_imports.get("", 13)
+        self.refusals: dict[ir.Node, tuple[Reason, str]] = {}
+        self.quantized: set[ir.Node] = set()
+
+    def plan(self) -> QuantizationPlan:
+        nodes = list(self.graph)
+        for node in nodes:
+            refusal = self._refusal(node)
+            if refusal:
+                self.refusals[node] = refusal
+        self.quantized = {n for n in nodes if n not in self.refusals and _role(n) is Role.WEIGHTED}
+        self._propagate(nodes)
+        plan = QuantizationPlan()
+        folded = self._fold_activations(nodes)
+        self._collect_tensors(plan, nodes, folded)
+        plan.folded = list(folded.values())
+        plan.decisions = [self._decision(n, folded) for n in nodes]
+        if self.opset < 13 and not isinstance(self.config.weight_granularity, PerTensor):
+            plan.notes.append(
+                f"opset {self.opset} cannot express per-channel Q/DQ (needs 13); weights are "
+                "quantized per tensor"
+            )
+        return plan
+
+    # -- eligibility -------------------------------------------------------------------------
+
+    def _refusal(self, node: ir.Node) -> tuple[Reason, str] | None:
+        if node.name in self.config.exclude or node.op_type in self.config.exclude:
+            return Reason.EXCLUDED, "listed in --exclude"
+        role = _role(node)
+        if role is None:
+            return Reason.NO_INTEGER_KERNEL, f"{node.op_type} has no integer implementation"
+        for value in _data_inputs(node, role) + list(node.outputs[: _data_outputs(node)]):
+            if value.dtype is not None and value.dtype != ir.DataType.FLOAT:
+                return Reason.NOT_FLOAT, f"tensor {value.name!r} is {value.dtype.name}"
+        if role is Role.WEIGHTED:
+            return self._weight_refusal(node)
+        return None
+
+    def _weight_refusal(self, node: ir.Node) -> tuple[Reason, str] | None:
+        if node.op_type == "MatMul":
+            return None  # a MatMul of two activations quantizes both as activations
+        if constant_array(node.inputs[1]) is None:
+            return Reason.WEIGHT_NOT_CONSTANT, "the weight is not a constant initializer"
+        bias = node.inputs[2] if len(node.inputs) > 2 else None
+        if bias is not None and constant_array(bias) is None:
+            return Reason.WEIGHT_NOT_CONSTANT, "the bias is not a constant initializer"
+        if (
+            node.op_type == "Gemm"
+            and bias is not None
+            and node.attributes.get_float("beta", 1.0) != 1.0
+        ):
+            return Reason.UNSUPPORTED_ATTRIBUTE, "Gemm with beta != 1 and a bias"
+        if node.op_type == "Gemm" and bias is not None:
+            return _gemm_bias_refusal(node)
+        return None
+
+    # -- propagation -------------------------------------------------------------------------
+
+    def _propagate(self, nodes: list[ir.Node]) -> None:
+        changed = True
+        while changed:
+            changed = False
+            tensors = self._quantized_tensors()
+            for node in nodes:
+                if node in self.quantized or node in self.refusals:
+                    continue
+                if self._touches(node, tensors):
+                    self.quantized.add(node)
+                    changed = True
+
+    def _quantized_tensors(self) -> set[ir.Value]:
+        tensors: set[ir.Value] = set()
+        for node in self.quantized:
+            tensors.update(_data_inputs(node, _role(node)))
+            tensors.update(node.outputs[: _data_outputs(node)])
+        return tensors
+
+    @staticmethod
+    def _touches(node: ir.Node, tensors: set[ir.Value]) -> bool:
+        role = _role(node)
+        inputs = _data_inputs(node, role)
+        if role is Role.SHARED:
+            return inputs[0] in tensors
+        return any(v in tensors for v in inputs) or any(v in tensors for v in node.outputs)
+
+    # -- activation folding ------------------------------------------------------------------
+
+    def _fold_activations(self, nodes: list[ir.Node]) -> dict[ir.Value, ir.Node]:
+        if self.config.symmetric_activations:
+            return {}
+        folded: dict[ir.Value, ir.Node] = {}
+        for node in nodes:
+            if node not in self.quantized or _role(node) is Role.SHARED:
+                continue
+            reader = single_consumer(node.outputs[0])
+            if reader is not None and self._foldable_activation(reader):
+                folded[node.outputs[0]] = reader
+        return folded
+
+    def _foldable_activation(self, node: ir.Node) -> bool:
+        if node.op_type not in FOLDABLE_ACTIVATIONS or node.name in self.config.exclude:
+            return False
+        if node.op_type in self.config.exclude:
+            return False
+        return node.op_type == "Relu" or _clip_min(node, self.opset) == 0.0
+
+    # -- tensors -----------------------------------------------------------------------------
+
+    def _collect_tensors(
+        self, plan: QuantizationPlan, nodes: list[ir.Node], folded: dict[ir.Value, ir.Node]
+    ) -> None:
+        # After folding, readers of a Relu's output read the folded node's output instead.
+        replaced = {act.outputs[0]: value for value, act in folded.items()}
+        for node in nodes:
+            if node not in self.quantized:
+                continue
+            role = _role(node)
+            for index, value in enumerate(node.inputs):
+                value = replaced.get(value, value)
+                self._add_input(plan, node, role, index, value, folded)
+            for value in node.outputs[: _data_outputs(node)]:
+                if role is Role.SHARED:
+                    plan.shared[value] = replaced.get(node.inputs[0], node.inputs[0])
+                else:
+                    source = folded.get(value)
+                    plan.activations[value] = source.outputs[0].name if source else value.name
+
+    def _add_input(
+        self,
+        plan: QuantizationPlan,
+        node: ir.Node,
+        role: Role,
+        index: int,
+        value: ir.Value | None,
+        folded: dict[ir.Value, ir.Node],
+    ) -> None:
+        if value is None or node.inputs[index] not in _data_inputs(node, role):
+            if value is not None and role is Role.WEIGHTED and index in (1, 2):
+                kind = "weight" if index == 1 else "bias"
+                plan.constants.append(WeightSpec(node, index, self._weight_axis(node), kind))
+            return
+        if constant_array(value) is not None:
+            plan.constants.append(WeightSpec(node, index, None, "constant"))
+            return
+        if value in plan.shared or value in plan.activations:
+            return
+        source = folded.get(value)
+        plan.activations[value] = source.outputs[0].name if source else value.name
+
+    def _weight_axis(self, node: ir.Node) -> int | None:
+        if isinstance(self.config.weight_granularity, PerTensor) or self.opset < 13:
+            return None
+        if node.op_type == "Conv":
+            return 0
+        if node.op_type == "ConvTranspose":
+            return 1 if node.attributes.get_int("group", 1) == 1 else None
+        if node.op_type == "Gemm":
+            return 0 if node.attributes.get_int("transB", 0) else 1
+        weight = constant_array(node.inputs[1])
+        return weight.ndim - 1 if weight is not None and weight.ndim >= 2 else None
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    def _decision(self, node: ir.Node, folded: dict[ir.Value, ir.Node]) -> NodeDecision:
+        name = node_name(node)
+        if node in folded.values():
+            producer = node.inputs[0].producer()
+            return NodeDecision(
+                name,
+                node.op_type,
+                Reason.ACTIVATION_FOLDED,
+                f"folded into the output range of {node_name(producer)}",
+            )
+        if node in self.quantized:
+            if _role(node) is Role.SHARED:
+                return NodeDecision(name, node.op_type, Reason.SHARES_INPUT_SCALE, "")
+            return NodeDecision(name, node.op_type, Reason.QUANTIZED, "")
+        if node in self.refusals:
+            reason, detail = self.refusals[node]
+            return NodeDecision(name, node.op_type, reason, detail)
+        return NodeDecision(
+            name,
+            node.op_type,
+            Reason.NO_QUANTIZED_NEIGHBOUR,
+            "no quantized tensor next to it, so int8 would only add conversions",
+        )
+
+
+def _role(node: ir.Node) -> Role | None:
+    if node.domain not in ("", "ai.onnx"):
+        return None
+    return ROLES.get(node.op_type)
+
+
+def _data_inputs(node: ir.Node, role: Role | None) -> list[ir.Value]:
+    """The inputs that carry activations (not weights, shapes, axes or scales)."""
+    if role is Role.WEIGHTED:
+        if node.op_type == "MatMul" and constant_array(node.inputs[1]) is None:
+            return [node.inputs[0], node.inputs[1]]
+        return [node.inputs[0]]
+    if role in (Role.ELEMENTWISE, Role.OWN_SCALE):
+        return [v for v in node.inputs if v is not None]
+    return [node.inputs[0]] if node.inputs and node.inputs[0] is not None else []
+
+
+def _data_outputs(node: ir.Node) -> int:
+    """How many leading outputs carry activations (MaxPool's indices do not)."""
+    return len(node.outputs) if node.op_type == "Split" else 1
+
+
+def _clip_min(node: ir.Node, opset: int) -> float | None:
+    if opset < 11:
+        return node.attributes.get_float("min", None)
+    low = node.inputs[1] if len(node.inputs) > 1 else None
+    array = constant_array(low)
+    return float(array) if array is not None and array.size == 1 else None
+
+
+def _gemm_bias_refusal(node: ir.Node) -> tuple[Reason, str] | None:
+    bias = constant_array(node.inputs[2])
+    weight = constant_array(node.inputs[1])
+    channels = weight.shape[0 if node.attributes.get_int("transB", 0) else 1]
+    if bias.size not in (1, channels):
+        return Reason.UNSUPPORTED_ATTRIBUTE, f"Gemm bias of shape {list(bias.shape)} is not 1-D"
+    return None
