@@ -198,7 +198,17 @@ class _Planner:
         for node in self.quantized:
             tensors.update(_data_inputs(node, _role(node)))
             tensors.update(node.outputs[: _data_outputs(node)])
+            folded = self._folded_reader(node)
+            if folded is not None:
+                tensors.add(folded.outputs[0])  # it will be the same quantized tensor
         return tensors
+
+    def _folded_reader(self, node: ir.Node) -> ir.Node | None:
+        """The Relu/Clip that will be folded into ``node``'s output range, if any."""
+        if self.config.symmetric_activations or _role(node) is Role.SHARED:
+            return None
+        reader = single_consumer(node.outputs[0])
+        return reader if reader is not None and self._foldable_activation(reader) else None
 
     @staticmethod
     def _touches(node: ir.Node, tensors: set[ir.Value]) -> bool:
@@ -211,14 +221,10 @@ class _Planner:
     # -- activation folding ------------------------------------------------------------------
 
     def _fold_activations(self, nodes: list[ir.Node]) -> dict[ir.Value, ir.Node]:
-        if self.config.symmetric_activations:
-            return {}
         folded: dict[ir.Value, ir.Node] = {}
         for node in nodes:
-            if node not in self.quantized or _role(node) is Role.SHARED:
-                continue
-            reader = single_consumer(node.outputs[0])
-            if reader is not None and self._foldable_activation(reader):
+            reader = self._folded_reader(node) if node in self.quantized else None
+            if reader is not None:
                 folded[node.outputs[0]] = reader
         return folded
 

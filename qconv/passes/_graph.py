@@ -40,7 +40,7 @@ class Namer:
 
 def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     """Register ``array`` as a new initializer named ``name`` (which must be unused)."""
-    tensor = ir.tensor(np.ascontiguousarray(array), name=name)
+    tensor = ir.tensor(np.array(array, order="C"), name=name)  # keeps 0-d arrays scalar
     value = ir.Value(
         name=name, const_value=tensor, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype)
     )

@@ -64,6 +64,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
         self.decisions = decisions or DecisionLog()
         self.constants: list[QuantizedConstant] = []
         self._weight_cache: dict[tuple[int, int | None], QuantParams] = {}
+        self._activation_inits: dict[ir.Value, tuple[ir.Value, ir.Value | None]] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
@@ -82,16 +83,18 @@ class InsertQDQPass(ir.passes.InPlacePass):
     # -- activations -------------------------------------------------------------------------
 
     def _insert_pair(self, graph: ir.Graph, value: ir.Value, qp: QuantParams) -> None:
-        base = value.name
-        scale, zero = self._qparam_initializers(graph, base, qp)
-        q = ir.node("QuantizeLinear", [value, scale, zero], name=self.namer.fresh(f"{base}_Q"))
-        dq = ir.node(
-            "DequantizeLinear", [q.outputs[0], scale, zero], name=self.namer.fresh(f"{base}_DQ")
-        )
-        q.outputs[0].name = self.namer.fresh(f"{base}_quantized")
+        # Short generated names: on small models, long names would outweigh the int8 weights.
+        base = self.namer.fresh("qa")
+        root = self.plan.root(value)
+        if root not in self._activation_inits:  # values sharing a scale share the initializers
+            self._activation_inits[root] = self._qparam_initializers(graph, base, qp)
+        scale, zero = self._activation_inits[root]
+        q = ir.node("QuantizeLinear", [value, scale, zero])
+        dq = ir.node("DequantizeLinear", [q.outputs[0], scale, zero])
+        q.outputs[0].name = f"{base}_q"
         q.outputs[0].type = ir.TensorType(_ir_dtype(qp))
         q.outputs[0].shape = value.shape
-        dq.outputs[0].name = self.namer.fresh(f"{base}_dequantized")
+        dq.outputs[0].name = f"{base}_dq"
         dq.outputs[0].type = value.type
         dq.outputs[0].shape = value.shape
         for use in list(value.uses()):
@@ -106,12 +109,12 @@ class InsertQDQPass(ir.passes.InPlacePass):
             graph.insert_before(graph[0], [q, dq])
 
     def _qparam_initializers(
-        self, graph: ir.Graph, base: str, qp: QuantParams, zero_dtype: type | None = None
-    ) -> tuple[ir.Value, ir.Value]:
-        scale = add_initializer(graph, self.namer.fresh(f"{base}_scale"), qp.scale)
-        zero_array = qp.zero_point.astype(zero_dtype) if zero_dtype else qp.zero_point
-        zero = add_initializer(graph, self.namer.fresh(f"{base}_zero_point"), zero_array)
-        return scale, zero
+        self, graph: ir.Graph, base: str, qp: QuantParams, zero_needed: bool = True
+    ) -> tuple[ir.Value, ir.Value | None]:
+        scale = add_initializer(graph, f"{base}_s", qp.scale)
+        if not zero_needed:
+            return scale, None  # DequantizeLinear reads an absent zero point as 0
+        return scale, add_initializer(graph, f"{base}_z", qp.zero_point)
 
     # -- constants ---------------------------------------------------------------------------
 
@@ -129,17 +132,14 @@ class InsertQDQPass(ir.passes.InPlacePass):
             )
             stored = quantize(array, qp)
         name = value.name
-        quantized = add_initializer(graph, self.namer.fresh(f"{name}_quantized"), stored)
-        zero_dtype = np.int32 if spec.kind == "bias" else None
-        scale, zero = self._qparam_initializers(graph, name, qp, zero_dtype)
+        base = self.namer.fresh("qw")
+        quantized = add_initializer(graph, f"{base}_w", stored)
+        # onnxruntime fuses Gemm into QGemm only when the weight's zero point is explicit.
+        scale, zero = self._qparam_initializers(graph, base, qp, spec.kind != "bias")
         attributes = {"axis": qp.axis} if qp.axis is not None else {}
-        dq = ir.node(
-            "DequantizeLinear",
-            [quantized, scale, zero],
-            attributes=attributes,
-            name=self.namer.fresh(f"{name}_DQ"),
-        )
-        dq.outputs[0].name = self.namer.fresh(f"{name}_dequantized")
+        inputs = [quantized, scale] + ([zero] if zero is not None else [])
+        dq = ir.node("DequantizeLinear", inputs, attributes=attributes)
+        dq.outputs[0].name = f"{base}_dq"
         dq.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
         dq.outputs[0].shape = ir.Shape(stored.shape)
         spec.node.replace_input_with(spec.index, dq.outputs[0])

@@ -1,0 +1,41 @@
+"""The passes and the one place where their order is written.
+
+Preparation runs on the float graph before calibration: Identity/Dropout removal, constant
+folding (so weights behind Constant/Cast/Transpose chains become initializers), BatchNormalization
+folding, then shape inference (the plan needs dtypes) and a topological sort. Rewriting runs after
+calibration: Q/DQ insertion, then optionally conversion to QOperator form.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import onnx_ir as ir
+from onnx_ir.passes.common import ShapeInferencePass, TopologicalSortPass
+
+from qconv.config import QuantizeConfig
+from qconv.decisions import DecisionLog
+from qconv.passes.fold_batchnorm import FoldBatchNormPass
+from qconv.passes.fold_constants import FoldConstantsPass
+from qconv.passes.remove_identity import RemoveIdentityPass
+
+log = logging.getLogger(__name__)
+
+
+def prepare(model: ir.Model, config: QuantizeConfig, decisions: DecisionLog) -> ir.Model:
+    """Run the float-graph preparation passes in place and return the model."""
+    passes: list[ir.passes.PassBase] = [RemoveIdentityPass(decisions), FoldConstantsPass(decisions)]
+    if config.fuse:
+        passes.append(FoldBatchNormPass(decisions))
+    passes.append(TopologicalSortPass())
+    ir.passes.Sequential(*passes)(model)
+    _infer_shapes(model, decisions)
+    return model
+
+
+def _infer_shapes(model: ir.Model, decisions: DecisionLog) -> None:
+    try:
+        ShapeInferencePass()(model)
+    except Exception as exc:  # custom ops can make ONNX shape inference fail; dtypes stay unknown
+        log.warning("shape inference failed: %s", exc)
+        decisions.note(f"ONNX shape inference failed ({exc}); tensor types were taken as given")

@@ -1,0 +1,118 @@
+"""Orchestration: prepare -> plan -> calibrate -> rewrite -> verify. No file I/O, no printing.
+
+:func:`quantize_model` is the library's entry point; the CLI and the benchmarks call it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import onnx
+import onnx_ir as ir
+
+from qconv.calibrate.collect import ProgressCallback, collect_statistics
+from qconv.calibrate.params import TensorRange, activation_params, tensor_ranges
+from qconv.config import QuantFormat, QuantizeConfig
+from qconv.data import DataReader
+from qconv.decisions import DecisionLog, NodeDecision
+from qconv.errors import VerificationError
+from qconv.passes import prepare
+from qconv.passes.insert_qdq import InsertQDQPass, QuantizedConstant
+from qconv.plan import make_plan
+from qconv.runtime import create_session
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class QuantizationResult:
+    """Everything a quantization run produced.
+
+    Attributes:
+        model: The verified int8 model.
+        prepared: The float model after preparation (the reference for fidelity).
+        decisions: One decision per node of the prepared graph.
+        log: Rewrites made or refused, and notes.
+        ranges: Calibrated range of every quantized activation tensor.
+        constants: Weights, biases and constants stored in integer form.
+        calibration_samples: Samples the statistics were gathered from.
+        calibration_seconds: Wall time of the calibration pass.
+    """
+
+    model: onnx.ModelProto
+    prepared: onnx.ModelProto
+    decisions: list[NodeDecision]
+    log: DecisionLog
+    ranges: dict[str, TensorRange]
+    constants: list[QuantizedConstant] = field(default_factory=list)
+    calibration_samples: int = 0
+    calibration_seconds: float = 0.0
+
+    @property
+    def quantized_count(self) -> int:
+        return sum(d.reason.quantized for d in self.decisions)
+
+
+def quantize_model(
+    float_model: onnx.ModelProto,
+    calibration: DataReader,
+    config: QuantizeConfig,
+    *,
+    threads: int | None = None,
+    on_batch: ProgressCallback | None = None,
+) -> QuantizationResult:
+    """Quantize ``float_model`` with statistics gathered from ``calibration``.
+
+    Raises:
+        DataError: The calibration data does not fit the model.
+        VerificationError: The produced model failed onnx.checker or onnxruntime loading.
+    """
+    decisions = DecisionLog()
+    model = prepare(ir.from_proto(float_model), config, decisions)
+    prepared = ir.to_proto(model)
+    plan = make_plan(model, config)
+    for note in plan.notes:
+        decisions.note(note)
+    started = time.perf_counter()
+    stats = collect_statistics(
+        prepared,
+        plan.calibration_tensors,
+        calibration,
+        threads=threads,
+        bins_per_side=config.histogram_bins // 2,
+        on_batch=on_batch,
+    )
+    seconds = time.perf_counter() - started
+    ranges = tensor_ranges(plan.calibration_tensors, stats, config)
+    rewrite = InsertQDQPass(plan, activation_params(plan, ranges), config, decisions)
+    rewrite(model)
+    if config.format is QuantFormat.QOPERATOR:
+        from qconv.passes.to_qoperator import ToQOperatorPass
+
+        ToQOperatorPass(decisions)(model)
+    quantized = ir.to_proto(model)
+    verify_model(quantized)
+    return QuantizationResult(
+        model=quantized,
+        prepared=prepared,
+        decisions=plan.decisions,
+        log=decisions,
+        ranges=ranges,
+        constants=rewrite.constants,
+        calibration_samples=calibration.num_samples,
+        calibration_seconds=seconds,
+    )
+
+
+def verify_model(model: onnx.ModelProto) -> None:
+    """Check that a model qconv wrote is valid ONNX and loads in onnxruntime."""
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise VerificationError(f"the quantized model fails onnx.checker: {exc}") from exc
+    try:
+        create_session(model)
+    except Exception as exc:  # onnxruntime raises several types when a model does not load
+        raise VerificationError(f"the quantized model does not load in onnxruntime: {exc}") from exc
