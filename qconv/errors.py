@@ -26,7 +26,7 @@ class QconvError(Exception):
 
     def one_line(self) -> str:
         """The message and hint joined into the single line the CLI prints."""
-        return f"{self.message}. {self.hint}" if self.hint else self.message
+        return f"{self.message}; {self.hint}" if self.hint else self.message
 
 
 class InputError(QconvError):

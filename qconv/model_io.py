@@ -140,6 +140,12 @@ def save_model(model: ir.Model | onnx.ModelProto, output: Path) -> onnx.ModelPro
     return proto
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write a text file (a report) atomically."""
+    with _atomic_target(Path(path)) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
 def _save_with_external_data(proto: onnx.ModelProto, tmp: Path, output: Path) -> None:
     data_name = output.name + ".data"
     with _atomic_target(output.parent / data_name) as tmp_data:

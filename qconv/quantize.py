@@ -39,6 +39,9 @@ class QuantizationResult:
         constants: Weights, biases and constants stored in integer form.
         calibration_samples: Samples the statistics were gathered from.
         calibration_seconds: Wall time of the calibration pass.
+        qdq_model: The model in QDQ form (equal to ``model`` unless QOperator was asked for),
+            where every quantized tensor is visible as a DequantizeLinear output.
+        dequantized: Float-model tensor name -> the QDQ model's tensor approximating it.
     """
 
     model: onnx.ModelProto
@@ -49,6 +52,8 @@ class QuantizationResult:
     constants: list[QuantizedConstant] = field(default_factory=list)
     calibration_samples: int = 0
     calibration_seconds: float = 0.0
+    qdq_model: onnx.ModelProto | None = None
+    dequantized: dict[str, str] = field(default_factory=dict)
 
     @property
     def quantized_count(self) -> int:
@@ -88,11 +93,15 @@ def quantize_model(
     ranges = tensor_ranges(plan.calibration_tensors, stats, config)
     rewrite = InsertQDQPass(plan, activation_params(plan, ranges), config, decisions)
     rewrite(model)
+    qdq_model = ir.to_proto(model)
     if config.format is QuantFormat.QOPERATOR:
         from qconv.passes.to_qoperator import ToQOperatorPass
 
         ToQOperatorPass(decisions)(model)
-    quantized = ir.to_proto(model)
+    quantized = ir.to_proto(model) if config.format is QuantFormat.QOPERATOR else qdq_model
+    # Intermediate shape annotations from preparation would add a sizeable share to small
+    # models; onnxruntime infers them again on load.
+    del quantized.graph.value_info[:]
     verify_model(quantized)
     return QuantizationResult(
         model=quantized,
@@ -103,6 +112,8 @@ def quantize_model(
         constants=rewrite.constants,
         calibration_samples=calibration.num_samples,
         calibration_seconds=seconds,
+        qdq_model=qdq_model,
+        dequantized=rewrite.dequantized,
     )
 
 

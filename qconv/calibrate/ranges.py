@@ -88,7 +88,8 @@ def _kl_at(hist: np.ndarray, bins: int, levels: int) -> float:
     reference = hist[:bins].copy()
     reference[-1] += hist[bins:].sum()
     nonzero = hist[:bins] > 0
-    group = np.arange(bins) * levels // bins
+    # TensorRT merges bins // levels consecutive bins per level; the last level takes the rest.
+    group = np.minimum(np.arange(bins) // (bins // levels), levels - 1)
     group_sum = np.bincount(group, weights=hist[:bins], minlength=levels)
     group_nonzero = np.bincount(group, weights=nonzero, minlength=levels)
     expanded = np.where(nonzero, group_sum[group] / np.maximum(group_nonzero[group], 1), 0.0)

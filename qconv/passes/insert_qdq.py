@@ -65,6 +65,8 @@ class InsertQDQPass(ir.passes.InPlacePass):
         self.constants: list[QuantizedConstant] = []
         self._weight_cache: dict[tuple[int, int | None], QuantParams] = {}
         self._activation_inits: dict[ir.Value, tuple[ir.Value, ir.Value | None]] = {}
+        # float-model tensor name -> name of the DequantizeLinear output that approximates it
+        self.dequantized: dict[str, str] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
@@ -85,6 +87,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
     def _insert_pair(self, graph: ir.Graph, value: ir.Value, qp: QuantParams) -> None:
         # Short generated names: on small models, long names would outweigh the int8 weights.
         base = self.namer.fresh("qa")
+        float_name = self.plan.activations.get(value, value.name)
         root = self.plan.root(value)
         if root not in self._activation_inits:  # values sharing a scale share the initializers
             self._activation_inits[root] = self._qparam_initializers(graph, base, qp)
@@ -95,6 +98,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
         q.outputs[0].type = ir.TensorType(_ir_dtype(qp))
         q.outputs[0].shape = value.shape
         dq.outputs[0].name = f"{base}_dq"
+        self.dequantized[float_name] = dq.outputs[0].name
         dq.outputs[0].type = value.type
         dq.outputs[0].shape = value.shape
         for use in list(value.uses()):
@@ -102,6 +106,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
                 use.node.replace_input_with(use.idx, dq.outputs[0])
         if value.is_graph_output():
             _hand_over_graph_output(graph, value, dq.outputs[0], self.namer)
+            self.dequantized[float_name] = dq.outputs[0].name
         producer = value.producer()
         if producer is not None and producer.graph is graph:
             graph.insert_after(producer, [q, dq])

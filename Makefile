@@ -1,0 +1,69 @@
+# Set-up and checks. `make demo` and `make test` are all a fresh machine needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+TEST_INSTALLED := $(VENV)/.installed-test
+BUILD_VENV := .venv-build
+DEMO_OUT := demo_out
+
+.PHONY: install demo test lint format bench sample-models large-models readme clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(INSTALLED): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(TEST_INSTALLED): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(INSTALLED) $@
+
+install: $(INSTALLED)
+
+## Quantize a sample model with its shipped calibration data and print the report.
+demo: $(INSTALLED)
+	mkdir -p $(DEMO_OUT)
+	$(BIN)/qconv quantize sample_models/digits_resnet.onnx -o $(DEMO_OUT)/digits_resnet.int8.onnx \
+		--calib sample_models/digits_resnet_calib.npz \
+		--eval sample_models/digits_resnet_eval.npz --labels label \
+		--report $(DEMO_OUT)/report.json --report $(DEMO_OUT)/report.md
+
+## Lint and the whole test suite.
+test: $(TEST_INSTALLED) lint
+	$(BIN)/python -m pytest -q
+
+lint: $(TEST_INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(TEST_INSTALLED)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## qconv beside onnxruntime's quantizer and float; prints a table, writes bench/results.json.
+bench: $(INSTALLED) large-models
+	$(BIN)/python bench/compare.py
+
+$(BUILD_VENV)/bin/python:
+	$(PYTHON) -m venv $(BUILD_VENV)
+	$(BUILD_VENV)/bin/python -m pip install --quiet torch==2.13.0 scikit-learn onnx onnxscript numpy onnxruntime
+
+## Rebuild the committed sample models (needs torch, installed into .venv-build).
+sample-models: $(BUILD_VENV)/bin/python
+	$(BUILD_VENV)/bin/python sample_models/build.py
+
+## Random-weight 224x224 ResNet-18 and MobileNetV2 for latency benchmarks (git-ignored).
+large-models: sample_models/large/resnet18.onnx
+
+sample_models/large/resnet18.onnx: | $(BUILD_VENV)/bin/python
+	$(BUILD_VENV)/bin/python sample_models/build.py --large
+
+## Regenerate the CLI reference in README.md from --help.
+readme: $(INSTALLED)
+	$(BIN)/python scripts/cli_reference.py --write
+
+clean:
+	rm -rf $(DEMO_OUT) bench/work .pytest_cache .ruff_cache

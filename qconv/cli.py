@@ -1,0 +1,252 @@
+"""Command line: parse flags into configs, call the library, render. No graph code here.
+
+Exit codes: 0 success; 1 internal error (traceback with --debug); 2 bad usage or bad input.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; 1 internal error (traceback with --debug); "
+    "2 bad usage or bad input (one line naming the file, flag or tensor); 130 interrupted."
+)
+
+
+def _handle_errors(command: Callable) -> Callable:
+    """Turn QconvError into one line and its exit code; other exceptions into exit 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from qconv.console import Console
+        from qconv.errors import QconvError
+
+        ctx = click.get_current_context()
+        debug = ctx.find_root().params.get("debug", False)
+        console = Console()
+        try:
+            return command(*args, **kwargs)
+        except QconvError as exc:
+            console.error(exc.one_line())
+            if debug:
+                traceback.print_exc()
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            console.error("interrupted; no output was written")
+            sys.exit(130)
+        except Exception as exc:  # a bug: say so, with a traceback on request
+            console.error(f"internal error: {type(exc).__name__}: {exc}")
+            if debug:
+                traceback.print_exc()
+            else:
+                console.err.print("run again with --debug for a traceback")
+            sys.exit(1)
+
+    return wrapper
+
+
+@click.group(epilog=EXIT_CODES_HELP)
+@click.version_option(package_name="qconv")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+def main(debug: bool) -> None:
+    """Convert float ONNX models into fast, accurate, verified INT8 models."""
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Where to write the int8 model.",
+)
+@click.option(
+    "--calib",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Calibration data (.npz with one array per model input).",
+)
+@click.option(
+    "--eval",
+    "eval_data",
+    type=click.Path(path_type=Path),
+    help="Held-out data for fidelity/accuracy (default: 64 calibration samples).",
+)
+@click.option("--labels", help="Name of the integer label array in the --eval data.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["qdq", "qoperator"]),
+    default="qdq",
+    show_default=True,
+    help="Q/DQ pairs or QLinear*/integer operators.",
+)
+@click.option(
+    "--per-channel/--per-tensor",
+    default=True,
+    show_default=True,
+    help="Weight scales per output channel or per tensor.",
+)
+@click.option(
+    "--activation-type", type=click.Choice(["uint8", "int8"]), default="uint8", show_default=True
+)
+@click.option(
+    "--weight-type", type=click.Choice(["int8", "uint8"]), default="int8", show_default=True
+)
+@click.option(
+    "--symmetric-activations",
+    is_flag=True,
+    help="Zero point fixed at the middle of the range (Relu is then kept).",
+)
+@click.option(
+    "--calibration",
+    type=click.Choice(["minmax", "percentile", "entropy", "mse"]),
+    default="minmax",
+    show_default=True,
+    help="How activation ranges are chosen.",
+)
+@click.option(
+    "--percentile",
+    type=float,
+    default=99.999,
+    show_default=True,
+    help="Percentile for --calibration percentile.",
+)
+@click.option("--samples", type=int, help="Use at most N calibration samples (seeded subset).")
+@click.option(
+    "--batch-size",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Samples per calibration/evaluation batch.",
+)
+@click.option(
+    "--exclude",
+    multiple=True,
+    metavar="NODE_OR_OPTYPE",
+    help="Keep these nodes or op types float (repeat, or separate with commas).",
+)
+@click.option(
+    "--report",
+    "reports",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Write the report to FILE.json or FILE.md (repeatable).",
+)
+@click.option("--threads", type=int, help="onnxruntime threads (latency defaults to 1).")
+@click.option(
+    "--latency-runs",
+    type=int,
+    default=50,
+    show_default=True,
+    help="Timed runs per model for latency; 0 skips timing.",
+)
+@click.option("--no-fuse", is_flag=True, help="Skip BatchNormalization folding.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@click.option("-v", "--verbose", count=True, help="More detail (per-node table).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+@_handle_errors
+def quantize(
+    model: Path,
+    output: Path,
+    calib: Path,
+    eval_data: Path | None,
+    labels: str | None,
+    fmt: str,
+    per_channel: bool,
+    activation_type: str,
+    weight_type: str,
+    symmetric_activations: bool,
+    calibration: str,
+    percentile: float,
+    samples: int | None,
+    batch_size: int,
+    exclude: tuple[str, ...],
+    reports: tuple[Path, ...],
+    threads: int | None,
+    latency_runs: int,
+    no_fuse: bool,
+    as_json: bool,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Quantize MODEL to int8 with statistics from --calib, verify it, and report."""
+    from qconv.config import (
+        CalibrationMethod,
+        DataConfig,
+        PerChannel,
+        PerTensor,
+        QuantFormat,
+        QuantizeConfig,
+        QuantType,
+    )
+    from qconv.console import Console
+    from qconv.errors import ConfigError
+    from qconv.job import QuantizeJob, run_quantize
+
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads {threads} is invalid", "give 1 or more")
+    if latency_runs < 0:
+        raise ConfigError(f"--latency-runs {latency_runs} is invalid", "give 0 or more")
+    console = Console(-1 if quiet else verbose)
+    config = QuantizeConfig(
+        format=QuantFormat(fmt),
+        weight_granularity=PerChannel() if per_channel else PerTensor(),
+        activation_type=QuantType(activation_type),
+        weight_type=QuantType(weight_type),
+        symmetric_activations=symmetric_activations,
+        calibration=CalibrationMethod(calibration),
+        percentile=percentile,
+        exclude=tuple(item.strip() for entry in exclude for item in entry.split(",") if item),
+        fuse=not no_fuse,
+    )
+    data = DataConfig(
+        calib=calib, eval=eval_data, labels=labels, samples=samples, batch_size=batch_size
+    )
+    job = QuantizeJob(
+        model,
+        output,
+        data,
+        config,
+        threads=threads,
+        reports=tuple(reports),
+        latency_runs=latency_runs,
+    )
+    with console.progress() as progress:
+        report = run_quantize(job, progress)
+    if as_json:
+        from qconv.report.json_format import to_json
+
+        console.print_text(to_json(report))
+    else:
+        console.report(report)
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@_handle_errors
+def inspect(model: Path, as_json: bool) -> None:
+    """Show MODEL's inputs, outputs, opsets, op histogram, size and what qconv can quantize."""
+    import json
+
+    from qconv.console import Console
+    from qconv.job import inspect_model
+
+    info = inspect_model(model)
+    console = Console()
+    if as_json:
+        console.print_text(json.dumps(info, indent=2) + "\n")
+    else:
+        console.inspect(info)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""The one place that imports rich: output levels, progress bars and the terminal report.
+
+Results go to stdout; progress, warnings and errors go to stderr, so ``--json`` output can be
+piped. Progress bars appear only on an interactive terminal outside CI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+
+from rich.console import Console as RichConsole
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from qconv.report.model import Report
+
+
+class Console:
+    """Owns both rich consoles and the verbosity level (-1 quiet, 0 normal, 1+ verbose)."""
+
+    def __init__(self, verbosity: int = 0) -> None:
+        self.verbosity = verbosity
+        self.out = RichConsole(highlight=False, soft_wrap=False)
+        self.err = RichConsole(stderr=True, highlight=False)
+
+    @property
+    def interactive(self) -> bool:
+        return self.err.is_terminal and not os.environ.get("CI") and self.verbosity >= 0
+
+    def error(self, message: str) -> None:
+        self.err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+
+    def warn(self, message: str) -> None:
+        if self.verbosity >= 0:
+            self.err.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+
+    def info(self, message: str) -> None:
+        if self.verbosity >= 1:
+            self.err.print(message)
+
+    def print_text(self, text: str) -> None:
+        """Raw text to stdout (JSON), untouched by rich markup."""
+        self.out.file.write(text)
+
+    @contextlib.contextmanager
+    def progress(self) -> Iterator[_Steps]:
+        if not self.interactive:
+            yield _Steps(None)
+            return
+        columns = (
+            TextColumn("{task.description:<12}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=self.err, transient=True) as bars:
+            yield _Steps(bars)
+
+    # -- report ------------------------------------------------------------------------------
+
+    def report(self, report: Report) -> None:
+        if self.verbosity < 0:
+            return
+        self.out.print(_summary_table(report))
+        if report.evaluation and len(report.evaluation.outputs) > 0:
+            self.out.print(_outputs_table(report))
+        if report.worst_tensors():
+            self.out.print(_worst_table(report))
+        self.out.print(_nodes_table(report, verbose=self.verbosity >= 1))
+        if self.verbosity >= 1 and report.rewrites:
+            self.out.print(_rewrites_table(report))
+        for note in report.notes:
+            self.out.print(f"note: {note}")
+
+    def inspect(self, info: dict[str, object]) -> None:
+        table = Table(title=f"qconv inspect {info['path']}", show_header=False)
+        for key in ("bytes", "ir_version", "opsets", "inputs", "outputs"):
+            table.add_row(key, str(info[key]))
+        table.add_row(
+            "quantizable",
+            f"{info['quantizable_nodes']} of {info['nodes_after_preparation']} nodes "
+            "(after BN folding and cleanup)",
+        )
+        table.add_row("reasons", ", ".join(f"{k}: {v}" for k, v in info["reasons"].items()))
+        self.out.print(table)
+        ops = Table("op", "count", title="ops")
+        for op, count in info["ops"].items():
+            ops.add_row(op, str(count))
+        self.out.print(ops)
+
+
+class _Steps:
+    def __init__(self, bars: Progress | None) -> None:
+        self.bars = bars
+
+    def step(self, description: str, total: int) -> Callable[[int, int], None]:
+        if self.bars is None:
+            return lambda done, total: None
+        task = self.bars.add_task(description, total=max(total, 1))
+
+        def advance(done: int, total: int) -> None:
+            self.bars.update(task, completed=done, total=max(total, 1))
+
+        return advance
+
+
+def _fmt(value: float | None, pattern: str = "{:.2%}") -> str:
+    return "-" if value is None else pattern.format(value)
+
+
+def _summary_table(report: Report) -> Table:
+    m = report.model
+    table = Table(title="qconv quantize", show_header=False, title_justify="left")
+    table.add_row("model", f"{m.input_path} -> {m.output_path}")
+    table.add_row("size", f"{m.float_bytes:,} -> {m.int8_bytes:,} bytes ({m.size_ratio:.2f}x)")
+    table.add_row("quantized", f"{report.quantized_nodes} of {len(report.nodes)} nodes")
+    cal = report.calibration
+    table.add_row(
+        "calibration",
+        f"{cal.method}, {cal.samples} samples, {cal.tensors} tensors, {cal.seconds:.1f} s",
+    )
+    ev = report.evaluation
+    if ev is not None:
+        table.add_row("evaluated on", f"{ev.samples} samples of {ev.data}")
+        if ev.float_accuracy is not None:
+            drop = ev.float_accuracy - ev.int8_accuracy
+            table.add_row(
+                "accuracy",
+                f"float {_fmt(ev.float_accuracy)} -> int8 {_fmt(ev.int8_accuracy)} ({-drop:+.2%})",
+            )
+        if ev.top1_agreement is not None:
+            table.add_row("top-1 agreement", _fmt(ev.top1_agreement))
+    if report.latency:
+        lat = report.latency
+        table.add_row(
+            f"latency ({lat.threads}T, batch 1)",
+            f"float {lat.float_median_ms:.3f} ms -> int8 {lat.int8_median_ms:.3f} ms "
+            f"(median of {lat.runs}; {lat.speedup:.2f}x)",
+        )
+    table.add_row("verified", "onnx.checker + onnxruntime load" if report.verified else "NO")
+    return table
+
+
+def _outputs_table(report: Report) -> Table:
+    table = Table(
+        "output", "cosine", "SQNR dB", "max abs err", title="output fidelity", title_justify="left"
+    )
+    for o in report.evaluation.outputs:
+        table.add_row(o.name, f"{o.cosine:.5f}", f"{o.sqnr_db:.1f}", f"{o.max_abs_error:.4g}")
+    return table
+
+
+def _worst_table(report: Report) -> Table:
+    table = Table("tensor", "SQNR dB", "range", title="worst tensors", title_justify="left")
+    for t in report.worst_tensors():
+        table.add_row(t.tensor, f"{t.sqnr_db:.1f}", f"[{t.chosen[0]:.4g}, {t.chosen[1]:.4g}]")
+    return table
+
+
+def _nodes_table(report: Report, verbose: bool) -> Table:
+    if verbose:
+        table = Table(
+            "node", "op", "quantized", "reason", "detail", title="nodes", title_justify="left"
+        )
+        for n in report.nodes:
+            table.add_row(n.node, n.op_type, "yes" if n.quantized else "no", n.reason, n.detail)
+        return table
+    table = Table(
+        "reason", "nodes", "ops", title="why nodes were or were not quantized", title_justify="left"
+    )
+    by_reason: dict[str, list[str]] = {}
+    for n in report.nodes:
+        by_reason.setdefault(n.reason, []).append(n.op_type)
+    for reason, ops in by_reason.items():
+        table.add_row(reason, str(len(ops)), ", ".join(sorted(set(ops))))
+    return table
+
+
+def _rewrites_table(report: Report) -> Table:
+    table = Table(
+        "pass", "nodes", "applied", "detail", title="float-graph rewrites", title_justify="left"
+    )
+    for r in report.rewrites:
+        table.add_row(r.pass_name, ", ".join(r.nodes), "yes" if r.applied else "no", r.detail)
+    return table

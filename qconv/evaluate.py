@@ -1,0 +1,230 @@
+"""Float vs int8: output fidelity, top-1 agreement, label accuracy and latency. Returns data.
+
+Fidelity is accumulated batch by batch (sums of squares and products), so evaluation memory
+does not grow with the data set either.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from qconv.data import DataReader, Feed, InputSpec
+from qconv.runtime import create_session
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass
+class OutputFidelity:
+    """How closely one int8 output follows the float output.
+
+    Attributes:
+        name: Output name.
+        cosine: Cosine similarity of the flattened outputs.
+        sqnr_db: Signal-to-quantization-noise ratio in dB.
+        max_abs_error: Largest absolute difference.
+    """
+
+    name: str
+    cosine: float
+    sqnr_db: float
+    max_abs_error: float
+
+
+@dataclass
+class _Accumulator:
+    signal: float = 0.0
+    noise: float = 0.0
+    dot: float = 0.0
+    approx: float = 0.0
+    max_abs: float = 0.0
+
+    def add(self, reference: np.ndarray, approx: np.ndarray) -> None:
+        ref = reference.astype(np.float64).ravel()
+        app = approx.astype(np.float64).ravel()
+        diff = ref - app
+        self.signal += float(ref @ ref)
+        self.noise += float(diff @ diff)
+        self.dot += float(ref @ app)
+        self.approx += float(app @ app)
+        self.max_abs = max(self.max_abs, float(np.abs(diff).max(initial=0.0)))
+
+    def result(self, name: str) -> OutputFidelity:
+        denominator = np.sqrt(self.signal * self.approx)
+        cosine = self.dot / denominator if denominator > 0 else float(self.signal == self.approx)
+        if self.noise == 0:
+            sqnr = float("inf")
+        elif self.signal == 0:
+            sqnr = float("-inf")
+        else:
+            sqnr = 10 * float(np.log10(self.signal / self.noise))
+        return OutputFidelity(name, float(cosine), sqnr, self.max_abs)
+
+
+@dataclass
+class Evaluation:
+    """Float and int8 models compared on the same data.
+
+    Attributes:
+        samples: Samples evaluated.
+        outputs: Fidelity per model output.
+        top1_agreement: Share of samples whose arg-max class agrees (classifier outputs only).
+        float_accuracy: Label accuracy of the float model, when labels are given.
+        int8_accuracy: Label accuracy of the int8 model, when labels are given.
+    """
+
+    samples: int
+    outputs: list[OutputFidelity] = field(default_factory=list)
+    top1_agreement: float | None = None
+    float_accuracy: float | None = None
+    int8_accuracy: float | None = None
+
+    @property
+    def accuracy_drop(self) -> float | None:
+        if self.float_accuracy is None or self.int8_accuracy is None:
+            return None
+        return self.float_accuracy - self.int8_accuracy
+
+
+def evaluate(
+    float_model: onnx.ModelProto,
+    int8_model: onnx.ModelProto,
+    reader: DataReader,
+    *,
+    threads: int | None = None,
+    on_batch: ProgressCallback | None = None,
+) -> Evaluation:
+    """Run both models over ``reader`` and compare their outputs."""
+    float_session = create_session(float_model, threads=threads)
+    int8_session = create_session(int8_model, threads=threads)
+    names = [o.name for o in float_session.get_outputs()]
+    accumulators = {name: _Accumulator() for name in names}
+    float_top1: list[np.ndarray] = []
+    int8_top1: list[np.ndarray] = []
+    total = reader.num_batches
+    for index, feed in enumerate(reader):
+        reference = float_session.run(names, feed)
+        approx = int8_session.run(names, feed)
+        for name, ref, app in zip(names, reference, approx, strict=True):
+            accumulators[name].add(ref, app)
+        if _is_classifier(reference[0]):
+            float_top1.append(reference[0].argmax(axis=-1).ravel())
+            int8_top1.append(approx[0].argmax(axis=-1).ravel())
+        if on_batch:
+            on_batch(index + 1, total)
+    evaluation = Evaluation(
+        samples=reader.num_samples, outputs=[accumulators[n].result(n) for n in names]
+    )
+    _classification(evaluation, float_top1, int8_top1, reader.labels())
+    return evaluation
+
+
+def _is_classifier(output: np.ndarray) -> bool:
+    return output.ndim == 2 and output.shape[-1] > 1
+
+
+def _classification(
+    evaluation: Evaluation,
+    float_top1: list[np.ndarray],
+    int8_top1: list[np.ndarray],
+    labels: np.ndarray | None,
+) -> None:
+    if not float_top1:
+        return
+    f, q = np.concatenate(float_top1), np.concatenate(int8_top1)
+    evaluation.top1_agreement = float(np.mean(f == q))
+    if labels is not None and len(labels) == len(f):
+        evaluation.float_accuracy = float(np.mean(f == labels))
+        evaluation.int8_accuracy = float(np.mean(q == labels))
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Batch-1 latency of one model, in milliseconds.
+
+    Attributes:
+        median_ms: Median over the timed runs.
+        p90_ms: 90th percentile over the timed runs.
+        runs: Number of timed runs.
+    """
+
+    median_ms: float
+    p90_ms: float
+    runs: int
+
+
+def measure_latency(
+    models: dict[str, onnx.ModelProto],
+    feed: Feed,
+    *,
+    threads: int = 1,
+    warmup: int = 5,
+    runs: int = 50,
+    on_run: ProgressCallback | None = None,
+) -> dict[str, Latency]:
+    """Time each model on ``feed``, interleaving runs so machine noise hits them alike."""
+    sessions = {key: create_session(model, threads=threads) for key, model in models.items()}
+    for session in sessions.values():
+        for _ in range(warmup):
+            session.run(None, feed)
+    times: dict[str, list[float]] = {key: [] for key in sessions}
+    for run in range(runs):
+        for key, session in sessions.items():
+            started = time.perf_counter()
+            session.run(None, feed)
+            times[key].append((time.perf_counter() - started) * 1000)
+        if on_run:
+            on_run(run + 1, runs)
+    return {key: _latency(values) for key, values in times.items()}
+
+
+def _latency(values: list[float]) -> Latency:
+    ordered = sorted(values)
+    p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
+    return Latency(statistics.median(ordered), p90, len(ordered))
+
+
+def first_sample(reader: DataReader, specs: list[InputSpec]) -> Feed:
+    """A batch-1 feed from the first batch of ``reader`` (inputs with a fixed first axis whole)."""
+    feed = next(iter(reader))
+    dynamic = {s.name for s in specs if s.shape and not isinstance(s.shape[0], int)}
+    return {
+        name: np.ascontiguousarray(array[:1]) if name in dynamic and array.ndim else array
+        for name, array in feed.items()
+    }
+
+
+def tensor_fidelity(
+    float_model: onnx.ModelProto,
+    int8_model: onnx.ModelProto,
+    pairs: dict[str, str],
+    reader: DataReader,
+    *,
+    threads: int | None = None,
+    max_batches: int = 16,
+) -> dict[str, OutputFidelity]:
+    """SQNR of each int8-model tensor against its float counterpart (``pairs``: float -> int8).
+
+    The int8 tensors carry the error of every quantized layer before them, so the worst ones
+    show where accuracy is lost.
+    """
+    from qconv.calibrate.collect import with_outputs
+
+    float_names, int8_names = list(pairs), list(pairs.values())
+    float_session = create_session(with_outputs(float_model, float_names), threads=threads)
+    int8_session = create_session(with_outputs(int8_model, int8_names), threads=threads)
+    accumulators = {name: _Accumulator() for name in float_names}
+    for index, feed in enumerate(reader):
+        if index >= max_batches:
+            break
+        reference = float_session.run(float_names, feed)
+        approx = int8_session.run(int8_names, feed)
+        for name, ref, app in zip(float_names, reference, approx, strict=True):
+            accumulators[name].add(ref, app)
+    return {name: acc.result(name) for name, acc in accumulators.items()}

@@ -1,0 +1,182 @@
+"""A whole ``qconv quantize`` run with its files: the use case the CLI and scripts call.
+
+Order matters for the "nothing is lost" guarantee: every input is validated before any work,
+the model is verified before it is written, and every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from qconv.config import DataConfig, QuantizeConfig
+from qconv.data import DataReader, input_specs, open_reader
+from qconv.evaluate import evaluate, first_sample, measure_latency, tensor_fidelity
+from qconv.model_io import check_output_path, load_proto, save_model, write_text
+from qconv.quantize import quantize_model
+from qconv.report import check_report_paths, render_file
+from qconv.report.build import build_report
+from qconv.report.model import Report
+
+log = logging.getLogger(__name__)
+
+# Without --eval, fidelity is measured on this many calibration samples.
+FALLBACK_EVAL_SAMPLES = 64
+
+
+class Progress(Protocol):
+    """Receives progress of long steps; the console shows bars, scripts may ignore it."""
+
+    def step(self, description: str, total: int) -> Callable[[int, int], None]: ...
+
+
+class SilentProgress:
+    def step(self, description: str, total: int) -> Callable[[int, int], None]:
+        return lambda done, total: None
+
+
+@dataclass(frozen=True)
+class QuantizeJob:
+    """Inputs, outputs and options of one run.
+
+    Attributes:
+        model: The float model file.
+        output: Where the int8 model goes.
+        data: Calibration/evaluation data.
+        config: How to quantize.
+        threads: Threads for latency runs (and every other session when set).
+        reports: Report files to write (.json, .md).
+        latency_runs: Timed runs per model; 0 skips latency measurement.
+    """
+
+    model: Path
+    output: Path
+    data: DataConfig
+    config: QuantizeConfig
+    threads: int | None = None
+    reports: tuple[Path, ...] = ()
+    latency_runs: int = 50
+
+
+def run_quantize(job: QuantizeJob, progress: Progress | None = None) -> Report:
+    """Quantize ``job.model``, write the model and reports, and return the report."""
+    progress = progress or SilentProgress()
+    check_output_path(job.output, job.model)
+    check_report_paths(list(job.reports))
+    float_model = load_proto(job.model)
+    specs = input_specs(float_model)
+    calibration = open_reader(
+        job.data.calib, specs, batch_size=job.data.batch_size, samples=job.data.samples
+    )
+    evaluation_reader = _evaluation_reader(job, specs)
+    result = quantize_model(
+        float_model,
+        calibration,
+        job.config,
+        threads=job.threads,
+        on_batch=progress.step("calibrating", calibration.num_batches),
+    )
+    save_model(result.model, job.output)
+    evaluation = evaluate(
+        float_model,
+        result.model,
+        evaluation_reader,
+        threads=job.threads,
+        on_batch=progress.step("evaluating", evaluation_reader.num_batches),
+    )
+    fidelity = tensor_fidelity(
+        result.prepared,
+        result.qdq_model,
+        result.dequantized,
+        evaluation_reader,
+        threads=job.threads,
+    )
+    latency = None
+    if job.latency_runs:
+        latency = measure_latency(
+            {"float": float_model, "int8": result.model},
+            first_sample(evaluation_reader, specs),
+            threads=job.threads or 1,
+            runs=job.latency_runs,
+            on_run=progress.step("timing", job.latency_runs),
+        )
+    report = build_report(
+        float_model=float_model,
+        result=result,
+        input_path=str(job.model),
+        output_path=str(job.output),
+        options=_options(job),
+        calibration_data=str(job.data.calib),
+        evaluation=evaluation,
+        evaluation_data=str(job.data.eval or f"{job.data.calib} (calibration slice)"),
+        tensor_fidelity=fidelity,
+        latency=latency,
+        threads=job.threads or 1,
+    )
+    for path in job.reports:
+        write_text(path, render_file(report, path))
+    return report
+
+
+def _evaluation_reader(job: QuantizeJob, specs) -> DataReader:
+    if job.data.eval is not None:
+        return open_reader(
+            job.data.eval, specs, batch_size=job.data.batch_size, labels=job.data.labels
+        )
+    return open_reader(
+        job.data.calib, specs, batch_size=job.data.batch_size, samples=FALLBACK_EVAL_SAMPLES
+    )
+
+
+def _options(job: QuantizeJob) -> dict[str, object]:
+    config = job.config
+    options = {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    options.update(batch_size=job.data.batch_size, samples=job.data.samples, threads=job.threads)
+    return options
+
+
+def _plain(value: object) -> object:
+    if hasattr(value, "value"):
+        return value.value
+    if hasattr(value, "describe"):
+        return value.describe()
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def inspect_model(path: Path) -> dict[str, object]:
+    """Facts about a model for ``qconv inspect``: interface, opsets, ops, what can be quantized."""
+    import onnx_ir as ir
+
+    from qconv.config import QuantizeConfig as _Config
+    from qconv.decisions import DecisionLog
+    from qconv.passes import prepare
+    from qconv.plan import make_plan
+    from qconv.report.build import op_histogram
+
+    model = load_proto(path)
+    prepared = prepare(ir.from_proto(model), _Config(), DecisionLog())
+    plan = make_plan(prepared, _Config())
+    reasons: dict[str, int] = {}
+    for decision in plan.decisions:
+        reasons[decision.reason.value] = reasons.get(decision.reason.value, 0) + 1
+    return {
+        "path": str(path),
+        "bytes": model.ByteSize(),
+        "ir_version": model.ir_version,
+        "opsets": {o.domain or "ai.onnx": o.version for o in model.opset_import},
+        "inputs": [s.describe() for s in input_specs(model)],
+        "outputs": [o.name for o in model.graph.output],
+        "ops": op_histogram(model),
+        "quantizable_nodes": len(plan.quantized_nodes()),
+        "nodes_after_preparation": len(plan.decisions),
+        "reasons": reasons,
+    }
+
+
+__all__ = ["QuantizeJob", "inspect_model", "run_quantize"]

@@ -1,0 +1,128 @@
+"""Assemble a :class:`Report` from a quantization result and the measurements taken after it."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import onnx
+import onnxruntime
+
+import qconv
+from qconv.evaluate import Evaluation, Latency, OutputFidelity
+from qconv.model_io import default_opset
+from qconv.quantize import QuantizationResult
+from qconv.report.model import (
+    CalibrationSummary,
+    EvaluationSummary,
+    LatencySummary,
+    ModelSummary,
+    NodeEntry,
+    OutputEntry,
+    Report,
+    RewriteEntry,
+    TensorEntry,
+)
+
+
+def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
+    counts = Counter(
+        (f"{n.domain}." if n.domain not in ("", "ai.onnx") else "") + n.op_type
+        for n in model.graph.node
+    )
+    return dict(sorted(counts.items()))
+
+
+def build_report(
+    *,
+    float_model: onnx.ModelProto,
+    result: QuantizationResult,
+    input_path: str,
+    output_path: str | None,
+    options: dict[str, object],
+    calibration_data: str,
+    evaluation: Evaluation | None = None,
+    evaluation_data: str = "",
+    tensor_fidelity: dict[str, OutputFidelity] | None = None,
+    latency: dict[str, Latency] | None = None,
+    threads: int = 1,
+) -> Report:
+    """Everything the run decided and measured, as one data object."""
+    return Report(
+        qconv_version=qconv.__version__,
+        onnx_version=onnx.__version__,
+        onnxruntime_version=onnxruntime.__version__,
+        options=options,
+        model=_model_summary(float_model, result.model, input_path, output_path),
+        calibration=CalibrationSummary(
+            method=options.get("calibration", ""),
+            samples=result.calibration_samples,
+            seconds=result.calibration_seconds,
+            data=calibration_data,
+            tensors=len(result.ranges),
+        ),
+        nodes=[
+            NodeEntry(d.node, d.op_type, d.reason.quantized, d.reason.value, d.detail)
+            for d in result.decisions
+        ],
+        rewrites=[
+            RewriteEntry(r.pass_name, list(r.nodes), r.applied, r.detail)
+            for r in result.log.rewrites
+        ],
+        tensors=_tensors(result, tensor_fidelity or {}),
+        evaluation=_evaluation(evaluation, evaluation_data) if evaluation else None,
+        latency=_latency(latency, threads) if latency else None,
+        notes=list(result.log.notes),
+        verified=True,
+    )
+
+
+def _model_summary(
+    float_model: onnx.ModelProto,
+    int8_model: onnx.ModelProto,
+    input_path: str,
+    output_path: str | None,
+) -> ModelSummary:
+    return ModelSummary(
+        input_path=input_path,
+        output_path=output_path,
+        float_bytes=float_model.ByteSize(),
+        int8_bytes=int8_model.ByteSize(),
+        opset=default_opset(float_model) or 0,
+        float_ops=op_histogram(float_model),
+        int8_ops=op_histogram(int8_model),
+    )
+
+
+def _tensors(result: QuantizationResult, fidelity: dict[str, OutputFidelity]) -> list[TensorEntry]:
+    entries = []
+    for name, tensor_range in result.ranges.items():
+        measured = fidelity.get(name)
+        entries.append(
+            TensorEntry(
+                tensor=name,
+                observed=tensor_range.observed,
+                chosen=tensor_range.chosen,
+                scale=float(tensor_range.params.scale),
+                zero_point=int(tensor_range.params.zero_point),
+                sqnr_db=measured.sqnr_db if measured else None,
+            )
+        )
+    return entries
+
+
+def _evaluation(evaluation: Evaluation, data: str) -> EvaluationSummary:
+    return EvaluationSummary(
+        data=data,
+        samples=evaluation.samples,
+        outputs=[
+            OutputEntry(o.name, o.cosine, o.sqnr_db, o.max_abs_error) for o in evaluation.outputs
+        ],
+        top1_agreement=evaluation.top1_agreement,
+        float_accuracy=evaluation.float_accuracy,
+        int8_accuracy=evaluation.int8_accuracy,
+    )
+
+
+def _latency(latency: dict[str, Latency], threads: int) -> LatencySummary:
+    f, q = latency["float"], latency["int8"]
+    return LatencySummary(threads, f.runs, f.median_ms, f.p90_ms, q.median_ms, q.p90_ms)

@@ -1,0 +1,100 @@
+"""Markdown rendering of the report, sized for a CI job summary."""
+
+from __future__ import annotations
+
+from qconv.report.model import Report
+
+
+def to_markdown(report: Report) -> str:
+    sections = [
+        _summary(report),
+        _evaluation(report),
+        _worst(report),
+        _nodes(report),
+        _rewrites(report),
+        _notes(report),
+    ]
+    return "\n\n".join(s for s in sections if s) + "\n"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _summary(report: Report) -> str:
+    m = report.model
+    rows = [
+        ["model", f"`{m.input_path}` -> `{m.output_path}`"],
+        ["size", f"{m.float_bytes:,} -> {m.int8_bytes:,} bytes ({m.size_ratio:.2f}x)"],
+        ["quantized nodes", f"{report.quantized_nodes} of {len(report.nodes)}"],
+        [
+            "calibration",
+            f"{report.calibration.method}, {report.calibration.samples} samples, "
+            f"{report.calibration.seconds:.1f} s",
+        ],
+        ["verified", "onnx.checker and onnxruntime load passed" if report.verified else "no"],
+    ]
+    if report.latency:
+        lat = report.latency
+        rows.append(
+            [
+                f"latency ({lat.threads} thread{'s' if lat.threads > 1 else ''}, batch 1)",
+                f"float {lat.float_median_ms:.3f} ms, int8 {lat.int8_median_ms:.3f} ms "
+                f"(median; {lat.speedup:.2f}x)",
+            ]
+        )
+    return "## qconv report\n\n" + _table(["", ""], rows)
+
+
+def _evaluation(report: Report) -> str:
+    ev = report.evaluation
+    if ev is None:
+        return ""
+    lines = [f"### Fidelity on {ev.samples} samples of `{ev.data}`"]
+    rows = [
+        [o.name, f"{o.cosine:.5f}", f"{o.sqnr_db:.1f}", f"{o.max_abs_error:.4g}"]
+        for o in ev.outputs
+    ]
+    lines.append(_table(["output", "cosine", "SQNR dB", "max abs error"], rows))
+    if ev.top1_agreement is not None:
+        lines.append(f"Top-1 agreement: {ev.top1_agreement:.2%}")
+    if ev.float_accuracy is not None:
+        lines.append(f"Label accuracy: float {ev.float_accuracy:.2%}, int8 {ev.int8_accuracy:.2%}")
+    return "\n\n".join(lines)
+
+
+def _worst(report: Report) -> str:
+    worst = report.worst_tensors()
+    if not worst:
+        return ""
+    rows = [
+        [f"`{t.tensor}`", f"{t.sqnr_db:.1f}", f"[{t.chosen[0]:.4g}, {t.chosen[1]:.4g}]"]
+        for t in worst
+    ]
+    return "### Tensors with the worst SQNR\n\n" + _table(["tensor", "SQNR dB", "range"], rows)
+
+
+def _nodes(report: Report) -> str:
+    rows = [
+        [f"`{n.node}`", n.op_type, "yes" if n.quantized else "no", n.reason, n.detail]
+        for n in report.nodes
+    ]
+    return "### Nodes\n\n" + _table(["node", "op", "quantized", "reason", "detail"], rows)
+
+
+def _rewrites(report: Report) -> str:
+    if not report.rewrites:
+        return ""
+    rows = [
+        [r.pass_name, ", ".join(f"`{n}`" for n in r.nodes), "yes" if r.applied else "no", r.detail]
+        for r in report.rewrites
+    ]
+    return "### Float-graph rewrites\n\n" + _table(["pass", "nodes", "applied", "detail"], rows)
+
+
+def _notes(report: Report) -> str:
+    if not report.notes:
+        return ""
+    return "### Notes\n\n" + "\n".join(f"- {n}" for n in report.notes)

@@ -1,0 +1,165 @@
+"""The report data object: everything a run decided and measured, with no formatting.
+
+Renderers (terminal, JSON, Markdown) read it; nothing in here prints. The JSON form is the
+dataclasses below with ``schema_version`` on top; bump the version on incompatible changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class ModelSummary:
+    """The input and output models.
+
+    Attributes:
+        input_path: The float model file.
+        output_path: The int8 model file (None when nothing was written).
+        float_bytes: Size of the float model file.
+        int8_bytes: Size of the int8 model file.
+        opset: Default-domain opset.
+        float_ops: Op histogram of the float model.
+        int8_ops: Op histogram of the int8 model.
+    """
+
+    input_path: str
+    output_path: str | None
+    float_bytes: int
+    int8_bytes: int
+    opset: int
+    float_ops: dict[str, int]
+    int8_ops: dict[str, int]
+
+    @property
+    def size_ratio(self) -> float:
+        return self.int8_bytes / self.float_bytes if self.float_bytes else 0.0
+
+
+@dataclass
+class CalibrationSummary:
+    """How ranges were obtained."""
+
+    method: str
+    samples: int
+    seconds: float
+    data: str
+    tensors: int
+
+
+@dataclass
+class NodeEntry:
+    """One node's fate; ``reason`` is a stable code (see :class:`qconv.decisions.Reason`)."""
+
+    node: str
+    op_type: str
+    quantized: bool
+    reason: str
+    detail: str
+
+
+@dataclass
+class RewriteEntry:
+    """A float-graph rewrite made or refused."""
+
+    pass_name: str
+    nodes: list[str]
+    applied: bool
+    detail: str
+
+
+@dataclass
+class TensorEntry:
+    """One calibrated activation tensor.
+
+    Attributes:
+        tensor: Name in the float model.
+        observed: Observed (min, max) on the calibration data.
+        chosen: The range used.
+        scale: Quantization scale.
+        zero_point: Quantization zero point.
+        sqnr_db: SQNR of the int8 model's tensor against the float one (None if not measured).
+    """
+
+    tensor: str
+    observed: tuple[float, float]
+    chosen: tuple[float, float]
+    scale: float
+    zero_point: int
+    sqnr_db: float | None = None
+
+
+@dataclass
+class OutputEntry:
+    """Fidelity of one model output."""
+
+    name: str
+    cosine: float
+    sqnr_db: float
+    max_abs_error: float
+
+
+@dataclass
+class EvaluationSummary:
+    """Float vs int8 on held-out data (or a slice of the calibration data)."""
+
+    data: str
+    samples: int
+    outputs: list[OutputEntry]
+    top1_agreement: float | None
+    float_accuracy: float | None
+    int8_accuracy: float | None
+
+
+@dataclass
+class LatencySummary:
+    """Batch-1 latency of both models measured in the same process, interleaved."""
+
+    threads: int
+    runs: int
+    float_median_ms: float
+    float_p90_ms: float
+    int8_median_ms: float
+    int8_p90_ms: float
+
+    @property
+    def speedup(self) -> float:
+        return self.float_median_ms / self.int8_median_ms if self.int8_median_ms else 0.0
+
+
+@dataclass
+class Report:
+    """Everything a ``qconv quantize`` run decided and measured."""
+
+    qconv_version: str
+    onnx_version: str
+    onnxruntime_version: str
+    options: dict[str, object]
+    model: ModelSummary
+    calibration: CalibrationSummary
+    nodes: list[NodeEntry] = field(default_factory=list)
+    rewrites: list[RewriteEntry] = field(default_factory=list)
+    tensors: list[TensorEntry] = field(default_factory=list)
+    evaluation: EvaluationSummary | None = None
+    latency: LatencySummary | None = None
+    notes: list[str] = field(default_factory=list)
+    verified: bool = False
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def quantized_nodes(self) -> int:
+        return sum(n.quantized for n in self.nodes)
+
+    def worst_tensors(self, count: int = 10) -> list[TensorEntry]:
+        """The measured tensors with the lowest SQNR, worst first."""
+        measured = [t for t in self.tensors if t.sqnr_db is not None]
+        return sorted(measured, key=lambda t: t.sqnr_db)[:count]
+
+    def reasons(self) -> dict[str, int]:
+        """How many nodes ended up with each reason code."""
+        counts: dict[str, int] = {}
+        for node in self.nodes:
+            counts[node.reason] = counts.get(node.reason, 0) + 1
+        return counts

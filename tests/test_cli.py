@@ -1,0 +1,164 @@
+"""The CLI contract through click's CliRunner: exit codes, one-line errors, untouched inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from qconv.cli import main
+from tests.conftest import SAMPLES
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    for name in ("digits_cnn.onnx", "digits_cnn_calib.npz", "digits_cnn_eval.npz"):
+        shutil.copy(SAMPLES / name, tmp_path / name)
+    return tmp_path
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def quantize_args(workdir: Path, *extra: str) -> list[str]:
+    return [
+        "quantize",
+        str(workdir / "digits_cnn.onnx"),
+        "-o",
+        str(workdir / "out.onnx"),
+        "--calib",
+        str(workdir / "digits_cnn_calib.npz"),
+        "--latency-runs",
+        "3",
+        *extra,
+    ]
+
+
+def test_success_writes_model_and_reports_and_prints_json(workdir):
+    before = digest(workdir / "digits_cnn.onnx")
+    result = invoke(
+        *quantize_args(
+            workdir,
+            "--eval",
+            str(workdir / "digits_cnn_eval.npz"),
+            "--labels",
+            "label",
+            "--report",
+            str(workdir / "r.json"),
+            "--report",
+            str(workdir / "r.md"),
+            "--json",
+        )
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["schema_version"] == 1
+    assert report["verified"] is True
+    assert report["evaluation"]["samples"] == 540
+    assert report["evaluation"]["float_accuracy"] - report["evaluation"]["int8_accuracy"] <= 0.01
+    assert report["summary"]["quantized_nodes"] == report["summary"]["total_nodes"]
+    assert json.loads((workdir / "r.json").read_text())["model"] == report["model"]
+    markdown = (workdir / "r.md").read_text()
+    node_rows = [line for line in markdown.splitlines() if line.startswith("| `")]
+    assert len(node_rows) >= report["summary"]["total_nodes"]
+    assert digest(workdir / "digits_cnn.onnx") == before
+    assert (workdir / "out.onnx").stat().st_size < 0.3 * (
+        workdir / "digits_cnn.onnx"
+    ).stat().st_size
+    assert sorted(p.name for p in workdir.iterdir() if p.name.startswith(".")) == []
+
+
+def assert_clean_failure(result, workdir: Path, *words: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:")
+    for word in words:
+        assert word in lines[0]
+    assert "Traceback" not in result.output
+    assert not (workdir / "out.onnx").exists()
+
+
+def test_corrupt_model(workdir):
+    data = (workdir / "digits_cnn.onnx").read_bytes()
+    (workdir / "digits_cnn.onnx").write_bytes(data[: len(data) // 3])
+    result = invoke(*quantize_args(workdir))
+    assert_clean_failure(result, workdir, "digits_cnn.onnx", "not a readable ONNX model")
+
+
+def test_not_an_onnx_file(workdir):
+    (workdir / "digits_cnn.onnx").write_text("hello, I am a text file\n")
+    assert_clean_failure(invoke(*quantize_args(workdir)), workdir, "digits_cnn.onnx")
+
+
+def test_missing_input_name_in_npz(workdir):
+    np.savez(workdir / "digits_cnn_calib.npz", pixels=np.zeros((4, 1, 8, 8), np.float32))
+    result = invoke(*quantize_args(workdir))
+    assert_clean_failure(result, workdir, "'input'", "pixels")
+
+
+def test_wrong_dtype(workdir):
+    np.savez(workdir / "digits_cnn_calib.npz", input=np.zeros((4, 1, 8, 8), np.int64))
+    assert_clean_failure(invoke(*quantize_args(workdir)), workdir, "int64", "float32")
+
+
+def test_wrong_shape(workdir):
+    np.savez(workdir / "digits_cnn_calib.npz", input=np.zeros((4, 1, 9, 8), np.float32))
+    assert_clean_failure(invoke(*quantize_args(workdir)), workdir, "axis 2", "needs 8")
+
+
+def test_nan_in_data(workdir):
+    data = np.zeros((4, 1, 8, 8), np.float32)
+    data[1, 0, 0, 0] = np.nan
+    np.savez(workdir / "digits_cnn_calib.npz", input=data)
+    assert_clean_failure(invoke(*quantize_args(workdir)), workdir, "NaN")
+
+
+def test_pickle_in_npz_is_refused(workdir):
+    np.savez(workdir / "digits_cnn_calib.npz", input=np.array([{"a": 1}], dtype=object))
+    assert_clean_failure(invoke(*quantize_args(workdir)), workdir, "pickle")
+
+
+def test_output_equal_to_input_is_refused(workdir):
+    before = digest(workdir / "digits_cnn.onnx")
+    args = quantize_args(workdir)
+    args[3] = args[1]
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert "is the input model" in result.stderr
+    assert digest(workdir / "digits_cnn.onnx") == before
+
+
+def test_unknown_report_format_fails_before_any_work(workdir):
+    result = invoke(*quantize_args(workdir, "--report", str(workdir / "r.html")))
+    assert_clean_failure(result, workdir, "--report", ".html")
+
+
+def test_missing_calibration_file(workdir):
+    (workdir / "digits_cnn_calib.npz").unlink()
+    assert_clean_failure(invoke(*quantize_args(workdir)), workdir, "does not exist")
+
+
+def test_click_usage_error_exits_2(workdir):
+    result = invoke("quantize", str(workdir / "digits_cnn.onnx"))
+    assert result.exit_code == 2
+    assert "--output" in result.output
+
+
+def test_inspect_reports_what_can_be_quantized(workdir):
+    result = invoke("inspect", str(workdir / "digits_cnn.onnx"), "--json")
+    assert result.exit_code == 0
+    info = json.loads(result.stdout)
+    assert info["inputs"] == ["input float32[N,1,8,8]"]
+    assert info["ops"]["BatchNormalization"] == 3
+    assert info["quantizable_nodes"] == info["nodes_after_preparation"]

@@ -1,0 +1,109 @@
+"""Each sample model (trained on real digits), both formats: accuracy, agreement, size, speed."""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+
+from qconv.config import QuantFormat, QuantizeConfig
+from qconv.data import input_specs, open_reader
+from qconv.decisions import DecisionLog
+from qconv.evaluate import evaluate
+from qconv.passes import prepare
+from qconv.quantize import QuantizationResult, quantize_model
+from tests.conftest import SAMPLE_MODELS, SAMPLES
+
+
+@functools.cache
+def quantized(name: str, fmt: QuantFormat) -> tuple[onnx.ModelProto, QuantizationResult]:
+    model = onnx.load(SAMPLES / f"{name}.onnx")
+    calib = open_reader(SAMPLES / f"{name}_calib.npz", input_specs(model), batch_size=32)
+    return model, quantize_model(model, calib, QuantizeConfig(format=fmt))
+
+
+def optimized_ops(model: onnx.ModelProto, tmp_path) -> Counter:
+    """The ops onnxruntime actually runs after its graph optimizations."""
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    options.log_severity_level = 3
+    ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
+    return Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+
+
+@pytest.mark.parametrize("fmt", list(QuantFormat))
+@pytest.mark.parametrize("name", SAMPLE_MODELS)
+def test_accuracy_agreement_and_size(name, fmt):
+    model, result = quantized(name, fmt)
+    evaluation = evaluate(
+        model,
+        result.model,
+        open_reader(SAMPLES / f"{name}_eval.npz", input_specs(model), 64, labels="label"),
+    )
+    assert evaluation.samples == 540
+    assert evaluation.float_accuracy - evaluation.int8_accuracy <= 0.01
+    assert evaluation.top1_agreement >= 0.98
+    assert result.model.ByteSize() <= 0.3 * model.ByteSize()
+    weights = [t for t in result.model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert sum(np.prod(t.dims) for t in weights) > 0.9 * _float_weight_count(model)
+
+
+def _float_weight_count(model: onnx.ModelProto) -> int:
+    return sum(int(np.prod(t.dims)) for t in model.graph.initializer if len(t.dims) >= 2)
+
+
+@pytest.mark.parametrize("name", SAMPLE_MODELS)
+def test_onnxruntime_runs_every_conv_and_gemm_in_int8(name, tmp_path):
+    """The QDQ form must be one onnxruntime fuses, or int8 would be slower than float."""
+    _, result = quantized(name, QuantFormat.QDQ)
+    ops = optimized_ops(result.model, tmp_path)
+    assert ops["Conv"] == 0 and ops["Gemm"] == 0 and ops["FusedConv"] == 0
+    assert ops["QLinearConv"] > 0 and ops["QGemm"] > 0
+    # one QuantizeLinear at the input and one DequantizeLinear at the output remain
+    assert ops["QuantizeLinear"] == 1 and ops["DequantizeLinear"] == 1
+
+
+@pytest.mark.parametrize("name", SAMPLE_MODELS)
+def test_qoperator_model_holds_only_integer_compute_ops(name):
+    _, result = quantized(name, QuantFormat.QOPERATOR)
+    ops = Counter(n.op_type for n in result.model.graph.node)
+    assert not {"Conv", "Gemm", "Add", "BatchNormalization", "Relu", "Clip"} & set(ops)
+    assert ops["QuantizeLinear"] == 1 and ops["DequantizeLinear"] == 1
+
+
+@pytest.mark.parametrize("name", SAMPLE_MODELS)
+def test_every_batchnorm_was_folded_and_reported(name):
+    model, result = quantized(name, QuantFormat.QDQ)
+    batchnorms = sum(n.op_type == "BatchNormalization" for n in model.graph.node)
+    folded = [r for r in result.log.rewrites if r.pass_name == "fold_batchnorm" and r.applied]
+    assert batchnorms > 0
+    assert len(folded) == batchnorms
+    assert all(d.op_type != "BatchNormalization" for d in result.decisions)
+
+
+def test_opset_11_model_falls_back_to_per_tensor_weights_with_a_note():
+    # onnx's version converter cannot go down from 17; after BN folding the model only has ops
+    # whose opset-11 forms have the same semantics, so relabelling the import is exact.
+    float_model = ir.from_proto(onnx.load(SAMPLES / "digits_cnn.onnx"))
+    model = ir.to_proto(prepare(float_model, QuantizeConfig(), DecisionLog()))
+    assert {n.op_type for n in model.graph.node} == {"Conv", "Relu", "MaxPool", "Flatten", "Gemm"}
+    model.opset_import[0].version = 11
+    onnx.checker.check_model(model)
+    calib = open_reader(SAMPLES / "digits_cnn_calib.npz", input_specs(model), batch_size=32)
+    result = quantize_model(model, calib, QuantizeConfig())
+    assert any("per tensor" in note for note in result.log.notes)
+    dq_axes = [
+        a for n in result.model.graph.node if n.op_type == "DequantizeLinear" for a in n.attribute
+    ]
+    assert dq_axes == []
+    evaluation = evaluate(
+        model,
+        result.model,
+        open_reader(SAMPLES / "digits_cnn_eval.npz", input_specs(model), 64, labels="label"),
+    )
+    assert evaluation.float_accuracy - evaluation.int8_accuracy <= 0.02
