@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -124,6 +125,7 @@ class Row:
     model: str
     variant: str
     path: str
+    float_sha256: str = ""
     accuracy: float | None = None
     top1_agreement: float | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
@@ -303,8 +305,9 @@ def bench_model(model: BenchModel, runs: int | None) -> list[Row]:
     rows: dict[str, Row] = {}
     protos: dict[str, onnx.ModelProto] = {}
     float_size = model.path.stat().st_size
+    digest = hashlib.sha256(model.path.read_bytes()).hexdigest()[:16]
     for variant in VARIANTS:
-        row = Row(model.name, variant.key, str(model.path.relative_to(ROOT)))
+        row = Row(model.name, variant.key, str(model.path.relative_to(ROOT)), digest)
         rows[variant.key] = row
         if variant.tool is None:
             row.size_bytes = float_size
@@ -533,11 +536,17 @@ def machine_info() -> dict[str, Any]:
         "numpy": np.__version__,
         "qconv": qconv.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
 
 
 def write_results(
-    path: Path, rows: list[Row], targets: list[Target], notes: list[str], seconds: float
+    path: Path,
+    rows: list[Row],
+    targets: list[Target],
+    notes: list[str],
+    seconds: float,
+    load_at_start: list[float],
 ) -> None:
     document = {
         "machine": machine_info(),
@@ -546,6 +555,7 @@ def write_results(
             "calibration_batch_size": 8,
             "reference_variant": REFERENCE,
             "total_seconds": round(seconds, 1),
+            "load_average_at_start": load_at_start,
         },
         "rows": [asdict(row) for row in rows],
         "targets": [asdict(target) for target in targets],
@@ -582,6 +592,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     models, notes = discover_models(args.models, args.quick)
     for note in notes:
         _log(f"note: {note}")
@@ -594,7 +605,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_table(rows)
     print_footnotes(rows, notes)
     print_targets(targets)
-    write_results(args.out, rows, targets, notes, seconds)
+    write_results(args.out, rows, targets, notes, seconds, load_at_start)
     print(f"\nTotal {seconds:.0f} s; results written to {args.out}")
     return 0
 

@@ -90,6 +90,9 @@ class NpzReader:
 
 
 def _load(path: Path) -> dict[str, np.ndarray]:
+    if not zipfile.is_zipfile(path):
+        # np.load would fall back to unpickling anything that is not a zip or .npy file
+        raise DataError(f"{path} is not a readable .npz (not a zip archive)", "re-save it")
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}

@@ -1,0 +1,191 @@
+"""The plan, the QDQ rewrite and the QOperator conversion on tiny graphs, checked in onnxruntime."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+
+from qconv.calibrate.collect import collect_statistics
+from qconv.calibrate.params import activation_params, tensor_ranges
+from qconv.config import QuantizeConfig
+from qconv.decisions import Reason
+from qconv.passes.insert_qdq import InsertQDQPass
+from qconv.passes.to_qoperator import ToQOperatorPass
+from qconv.plan import make_plan
+from qconv.qparams import sqnr_db
+from tests.graphs import make_model, op_types, rng, run
+
+CONV_RELU_POOL_CONV = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 3, 8, 8] x) => (float[N, 4, 4, 4] y, float[N, 4, 4, 4] s) {
+    a = Conv <pads = [1, 1, 1, 1]> (x, W1, B1)
+    r = Relu (a)
+    p = MaxPool <kernel_shape = [2, 2], strides = [2, 2]> (r)
+    y = Conv <pads = [1, 1, 1, 1]> (p, W2, B2)
+    s = Softmax <axis = 1> (y)
+}
+"""
+
+
+def conv_model() -> onnx.ModelProto:
+    r = rng()
+    return make_model(
+        CONV_RELU_POOL_CONV,
+        {
+            "W1": r.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32),
+            "B1": r.normal(0, 0.1, 4).astype(np.float32),
+            "W2": r.normal(0, 0.3, (4, 4, 3, 3)).astype(np.float32),
+            "B2": r.normal(0, 0.1, 4).astype(np.float32),
+        },
+    )
+
+
+class Batches:
+    """A minimal reader over a list of feeds."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+        self.feeds = feeds
+
+    def __iter__(self):
+        return iter(self.feeds)
+
+    num_batches = property(lambda self: len(self.feeds))
+    num_samples = property(lambda self: sum(len(f["x"]) for f in self.feeds))
+
+    def labels(self):
+        return None
+
+
+def feeds(count: int = 8) -> list[dict[str, np.ndarray]]:
+    r = rng()
+    return [{"x": r.normal(0, 1, (4, 3, 8, 8)).astype(np.float32)} for _ in range(count)]
+
+
+def quantize_tiny(model: onnx.ModelProto, config: QuantizeConfig) -> tuple[onnx.ModelProto, list]:
+    graph = ir.from_proto(model)
+    ir.passes.common.ShapeInferencePass()(graph)
+    plan = make_plan(graph, config)
+    stats = collect_statistics(model, plan.calibration_tensors, Batches(feeds()))
+    params = activation_params(plan, tensor_ranges(plan.calibration_tensors, stats, config))
+    InsertQDQPass(plan, params, config)(graph)
+    return ir.to_proto(graph), plan.decisions
+
+
+def test_plan_folds_relu_shares_maxpool_scale_and_keeps_softmax_float():
+    graph = ir.from_proto(conv_model())
+    ir.passes.common.ShapeInferencePass()(graph)
+    plan = make_plan(graph, QuantizeConfig())
+    reasons = {d.op_type: d.reason for d in plan.decisions}
+    assert reasons == {
+        "Conv": Reason.QUANTIZED,
+        "Relu": Reason.ACTIVATION_FOLDED,
+        "MaxPool": Reason.SHARES_INPUT_SCALE,
+        "Softmax": Reason.NO_INTEGER_KERNEL,
+    }
+    # the first Conv's output is quantized with the Relu output's range
+    assert "r" in plan.calibration_tensors and "a" not in plan.calibration_tensors
+
+
+def test_symmetric_activations_keep_the_relu():
+    graph = ir.from_proto(conv_model())
+    plan = make_plan(graph, QuantizeConfig(symmetric_activations=True))
+    assert {d.op_type: d.reason for d in plan.decisions}["Relu"] is Reason.NO_INTEGER_KERNEL
+
+
+def test_exclusion_by_op_type_and_by_name():
+    graph = ir.from_proto(conv_model())
+    names = [n.name for n in graph.graph]
+    plan = make_plan(graph, QuantizeConfig(exclude=("MaxPool",)))
+    assert {d.op_type: d.reason for d in plan.decisions}["MaxPool"] is Reason.EXCLUDED
+    first_conv = next(n for n in graph.graph if n.op_type == "Conv")
+    first_conv.name = "stem"
+    plan = make_plan(graph, QuantizeConfig(exclude=("stem",)))
+    assert plan.decisions[0].reason is Reason.EXCLUDED
+    assert len(names) == len(plan.decisions)
+
+
+def test_elementwise_op_between_float_ops_is_not_quantized():
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2, 4] x) => (float[2, 4] y) {
+        a = Softmax (x)
+        b = Add (a, a)
+        y = Sigmoid (b)
+    }
+    """
+    plan = make_plan(ir.from_proto(make_model(text)), QuantizeConfig())
+    assert {d.op_type: d.reason for d in plan.decisions}["Add"] is Reason.NO_QUANTIZED_NEIGHBOUR
+    assert plan.calibration_tensors == []
+
+
+def test_qdq_rewrite_is_accurate_and_keeps_one_pair_per_tensor():
+    model = conv_model()
+    quantized, _ = quantize_tiny(model, QuantizeConfig())
+    onnx.checker.check_model(quantized, full_check=True)
+    ops = Counter(op_types(quantized))
+    assert ops["Relu"] == 0 and ops["Conv"] == 2 and ops["Softmax"] == 1
+    # pairs on x, the Conv output (Relu range), MaxPool's output (same scale) and y;
+    # plus a DequantizeLinear for each of the two weights and two biases
+    assert ops["QuantizeLinear"] == 4 and ops["DequantizeLinear"] == 4 + 4
+    x = feeds(1)[0]
+    float_y, float_s = run(model, x)
+    int8_y, int8_s = run(quantized, x)
+    assert sqnr_db(float_y, int8_y) > 30
+    assert np.abs(float_s - int8_s).max() < 0.05
+    assert [o.name for o in quantized.graph.output] == ["y", "s"]
+
+
+def test_qoperator_conversion_matches_the_qdq_model():
+    model = conv_model()
+    qdq, _ = quantize_tiny(model, QuantizeConfig())
+    graph = ir.from_proto(qdq)
+    ToQOperatorPass()(graph)
+    qop = ir.to_proto(graph)
+    onnx.checker.check_model(qop)
+    assert op_types(qop) == [
+        "QuantizeLinear",
+        "QLinearConv",
+        "MaxPool",
+        "QLinearConv",
+        "DequantizeLinear",
+        "Softmax",
+    ]
+    x = feeds(1)[0]
+    qdq_y = run(qdq, x)[0]
+    qop_y = run(qop, x)[0]
+    step = float(
+        onnx.numpy_helper.to_array(
+            next(t for t in qop.graph.initializer if t.name == qop.graph.node[-2].input[1])
+        )
+    )
+    assert np.abs(qdq_y - qop_y).max() <= step + 1e-6
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_gemm_per_channel_axis_follows_trans_b(trans_b):
+    text = f"""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 3, 8, 8] x) => (float[N, 5] y) {{
+        f = Flatten (x)
+        y = Gemm <transB = {trans_b}> (f, W, C)
+    }}
+    """
+    shape = (5, 192) if trans_b else (192, 5)
+    weights = {
+        "W": rng().normal(0, 0.1, shape).astype(np.float32),
+        "C": np.arange(5, dtype=np.float32),
+    }
+    model = make_model(text, weights)
+    quantized, _ = quantize_tiny(model, QuantizeConfig())
+    weight_dq = next(
+        n
+        for n in quantized.graph.node
+        if n.op_type == "DequantizeLinear" and n.attribute and len(n.input) == 3
+    )
+    assert weight_dq.attribute[0].i == (0 if trans_b else 1)
+    x = feeds(1)[0]
+    assert sqnr_db(run(model, x)[0], run(quantized, x)[0]) > 30
