@@ -200,9 +200,14 @@ def digits_cnn() -> nn.Module:
 
 
 def digits_mobilenet() -> nn.Module:
-    """Small MobileNetV2 on 32x32: stem to 16x16, four expand-4 blocks (two residual)."""
-    settings = [(4, 16, 1, 1), (4, 24, 2, 2), (4, 32, 1, 1)]
-    return MobileNetV2(1, 16, settings, last_channels=64, num_classes=NUM_CLASSES)
+    """MobileNetV2 on 32x32: 32-channel stem to 16x16, six expand-6 blocks (two residual).
+
+    Wide enough (about 166k parameters) that the weights dominate the file, as in a real
+    MobileNet: blocks 24 (stride 2, to 8x8), 32, 32, 48 (stride 2, to 4x4), 64, 64, then a
+    1x1 conv to 256 channels.
+    """
+    settings = [(6, 24, 1, 2), (6, 32, 2, 1), (6, 48, 1, 2), (6, 64, 2, 1)]
+    return MobileNetV2(1, 32, settings, last_channels=256, num_classes=NUM_CLASSES)
 
 
 def digits_resnet() -> nn.Module:
@@ -240,9 +245,12 @@ DIGITS_SPECS = (
         name="digits_mobilenet",
         description=(
             "MobileNetV2-style net on the digits bilinearly upsampled to 32x32 (done before "
-            "the model): stride-2 Conv-BN-ReLU6 stem, four inverted-residual blocks (1x1 expand, "
-            "3x3 depthwise, 1x1 linear projection, each with BatchNorm; ReLU6 exported as Clip; "
-            "two residual Adds), 1x1 Conv-BN-ReLU6, GlobalAveragePool, Flatten, Gemm. "
+            "the model): stride-2 Conv-BN-ReLU6 stem to 32 channels at 16x16, six "
+            "inverted-residual blocks with expand ratio 6 (1x1 expand, 3x3 depthwise, 1x1 "
+            "linear projection, each with BatchNorm; ReLU6 exported as Clip) of widths 24, 32, "
+            "32, 48, 64, 64 (stride 2 at 24 and 48, so 8x8 then 4x4; two residual Adds), 1x1 "
+            "Conv-BN-ReLU6 to 256 channels, GlobalAveragePool, Flatten, Gemm; about 166k "
+            "parameters, so the weights dominate the file. "
             "Input: digits.images / 16 upsampled (align_corners=False), so still in [0, 1]."
         ),
         size=32,

@@ -139,8 +139,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
         name = value.name
         base = self.namer.fresh("qw")
         quantized = add_initializer(graph, f"{base}_w", stored)
-        # onnxruntime fuses Gemm into QGemm only when the weight's zero point is explicit.
-        scale, zero = self._qparam_initializers(graph, base, qp, spec.kind != "bias")
+        scale, zero = self._qparam_initializers(graph, base, qp, _needs_zero_point(spec, qp))
         attributes = {"axis": qp.axis} if qp.axis is not None else {}
         inputs = [quantized, scale] + ([zero] if zero is not None else [])
         dq = ir.node("DequantizeLinear", inputs, attributes=attributes)
@@ -175,6 +174,20 @@ class InsertQDQPass(ir.passes.InPlacePass):
         scale = qb.scale if axis is not None else np.float32(qb.scale.reshape(-1)[0])
         zero = zero if axis is not None else np.int32(0)
         return qb.values, QuantParams(np.asarray(scale), np.asarray(zero), weight_qp.qtype, axis)
+
+
+def _needs_zero_point(spec: WeightSpec, qp: QuantParams) -> bool:
+    """Whether a constant's DequantizeLinear must carry its zero point explicitly.
+
+    An absent zero point means 0, which is exact for int32 biases and symmetric int8 weights;
+    leaving it out saves a byte per channel. onnxruntime however fuses Gemm and MatMul into
+    QGemm/QLinearMatMul only when the weight's zero point is present, so those keep it.
+    """
+    if np.any(qp.zero_point):
+        return True
+    if spec.kind == "bias":
+        return False
+    return spec.node.op_type not in ("Conv", "ConvTranspose")
 
 
 def _ir_dtype(qp: QuantParams) -> ir.DataType:

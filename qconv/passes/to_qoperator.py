@@ -18,12 +18,14 @@ kernels for both); graph inputs and outputs are unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
 import onnx_ir as ir
 
 from qconv.decisions import DecisionLog
-from qconv.passes._graph import node_name
+from qconv.passes._graph import Namer, add_initializer, node_name
 
 PASS = "to_qoperator"
 MS_DOMAIN = "com.microsoft"
@@ -69,6 +71,7 @@ class ToQOperatorPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
+        self.namer = Namer(graph)
         opset = model.opset_imports.get("", 13)
         modified = False
         for node in list(graph):
@@ -93,6 +96,7 @@ class ToQOperatorPass(ir.passes.InPlacePass):
                 )
             return False
         op_type, domain = QLINEAR_FORMS[node.op_type]
+        sources = [self._with_zero_point(graph, s) for s in sources]
         inputs = _qlinear_inputs(node, sources, quantize)
         replacement = ir.node(
             op_type,
@@ -103,6 +107,16 @@ class ToQOperatorPass(ir.passes.InPlacePass):
         )
         _replace_group(graph, node, quantize, replacement)
         return True
+
+    def _with_zero_point(self, graph: ir.Graph, source: Dequantized) -> Dequantized:
+        """QLinear ops need explicit zero points; DequantizeLinear may leave a zero one out."""
+        if source.zero_point is not None or source.quantized.dtype == ir.DataType.INT32:
+            return source
+        dtype = source.quantized.dtype.numpy()
+        scale = source.scale.const_value.numpy()
+        name = self.namer.fresh(f"{source.scale.name}_zero")
+        zero = add_initializer(graph, name, np.zeros(scale.shape, dtype=dtype))
+        return dataclasses.replace(source, zero_point=zero)
 
     def _passthrough(self, graph: ir.Graph, node: ir.Node) -> bool:
         source = _dequantized(node.inputs[0]) if node.inputs else None
