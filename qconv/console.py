@@ -72,6 +72,8 @@ class Console:
         self.out.print(_nodes_table(report, verbose=self.verbosity >= 1))
         if self.verbosity >= 1 and report.rewrites:
             self.out.print(_rewrites_table(report))
+        if self.verbosity >= 1:
+            self.out.print(_ops_table(report))
         for note in report.notes:
             self.out.print(f"note: {note}")
 
@@ -137,8 +139,9 @@ def _summary_table(report: Report) -> Table:
         lat = report.latency
         table.add_row(
             f"latency ({lat.threads}T, batch 1)",
-            f"float {lat.float_median_ms:.3f} ms -> int8 {lat.int8_median_ms:.3f} ms "
-            f"(median of {lat.runs}; {lat.speedup:.2f}x)",
+            f"float {lat.float_median_ms:.3f} ms -> int8 {lat.int8_median_ms:.3f} ms, "
+            f"{lat.speedup:.2f}x (median of {lat.runs}; p90 {lat.float_p90_ms:.3f} -> "
+            f"{lat.int8_p90_ms:.3f})",
         )
     table.add_row("verified", "onnx.checker + onnxruntime load" if report.verified else "NO")
     return table
@@ -185,4 +188,12 @@ def _rewrites_table(report: Report) -> Table:
     )
     for r in report.rewrites:
         table.add_row(r.pass_name, ", ".join(r.nodes), "yes" if r.applied else "no", r.detail)
+    return table
+
+
+def _ops_table(report: Report) -> Table:
+    m = report.model
+    table = Table("op", "float", "int8", title="op histogram", title_justify="left")
+    for op in sorted(set(m.float_ops) | set(m.int8_ops)):
+        table.add_row(op, str(m.float_ops.get(op, 0)), str(m.int8_ops.get(op, 0)))
     return table

@@ -17,7 +17,7 @@ from qconv.calibrate.params import TensorRange, activation_params, tensor_ranges
 from qconv.config import QuantFormat, QuantizeConfig
 from qconv.data import DataReader
 from qconv.decisions import DecisionLog, NodeDecision
-from qconv.errors import VerificationError
+from qconv.errors import ConfigError, VerificationError
 from qconv.passes import prepare
 from qconv.passes.insert_qdq import InsertQDQPass, QuantizedConstant
 from qconv.plan import make_plan
@@ -74,6 +74,7 @@ def quantize_model(
         DataError: The calibration data does not fit the model.
         VerificationError: The produced model failed onnx.checker or onnxruntime loading.
     """
+    check_exclusions(float_model, config.exclude)
     decisions = DecisionLog()
     model = prepare(ir.from_proto(float_model), config, decisions)
     prepared = ir.to_proto(model)
@@ -115,6 +116,17 @@ def quantize_model(
         qdq_model=qdq_model,
         dequantized=rewrite.dequantized,
     )
+
+
+def check_exclusions(model: onnx.ModelProto, exclude: tuple[str, ...]) -> None:
+    """Every --exclude entry must name a node or an op type of the model: typos are errors."""
+    known = {n.name for n in model.graph.node} | {n.op_type for n in model.graph.node}
+    unknown = [entry for entry in exclude if entry not in known]
+    if unknown:
+        raise ConfigError(
+            f"--exclude {', '.join(unknown)} matches no node name or op type in the model",
+            "check the spelling; `qconv inspect MODEL` lists the op types",
+        )
 
 
 def verify_model(model: onnx.ModelProto) -> None:

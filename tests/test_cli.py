@@ -162,3 +162,17 @@ def test_inspect_reports_what_can_be_quantized(workdir):
     assert info["inputs"] == ["input float32[N,1,8,8]"]
     assert info["ops"]["BatchNormalization"] == 3
     assert info["quantizable_nodes"] == info["nodes_after_preparation"]
+
+
+def test_exclude_that_matches_nothing_is_an_error(workdir):
+    result = invoke(*quantize_args(workdir, "--exclude", "Conv,Convv"))
+    assert_clean_failure(result, workdir, "--exclude Convv")
+
+
+def test_excluded_op_type_stays_float(workdir):
+    result = invoke(*quantize_args(workdir, "--exclude", "Gemm", "--json"))
+    assert result.exit_code == 0, result.output
+    nodes = json.loads(result.stdout)["nodes"]
+    gemms = [n for n in nodes if n["op_type"] == "Gemm"]
+    assert len(gemms) == 2
+    assert all(n["reason"] == "excluded-by-user" and not n["quantized"] for n in gemms)

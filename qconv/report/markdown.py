@@ -10,6 +10,7 @@ def to_markdown(report: Report) -> str:
         _summary(report),
         _evaluation(report),
         _worst(report),
+        _ops(report),
         _nodes(report),
         _rewrites(report),
         _notes(report),
@@ -41,8 +42,9 @@ def _summary(report: Report) -> str:
         rows.append(
             [
                 f"latency ({lat.threads} thread{'s' if lat.threads > 1 else ''}, batch 1)",
-                f"float {lat.float_median_ms:.3f} ms, int8 {lat.int8_median_ms:.3f} ms "
-                f"(median; {lat.speedup:.2f}x)",
+                f"float {lat.float_median_ms:.3f} ms (p90 {lat.float_p90_ms:.3f}), "
+                f"int8 {lat.int8_median_ms:.3f} ms (p90 {lat.int8_p90_ms:.3f}); "
+                f"{lat.speedup:.2f}x faster",
             ]
         )
     return "## qconv report\n\n" + _table(["", ""], rows)
@@ -74,6 +76,13 @@ def _worst(report: Report) -> str:
         for t in worst
     ]
     return "### Tensors with the worst SQNR\n\n" + _table(["tensor", "SQNR dB", "range"], rows)
+
+
+def _ops(report: Report) -> str:
+    m = report.model
+    ops = sorted(set(m.float_ops) | set(m.int8_ops))
+    rows = [[op, str(m.float_ops.get(op, 0)), str(m.int8_ops.get(op, 0))] for op in ops]
+    return "### Op histogram\n\n" + _table(["op", "float", "int8"], rows)
 
 
 def _nodes(report: Report) -> str:
