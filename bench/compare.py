@@ -24,11 +24,15 @@ What is measured, and how:
   (digits models only; the large models have random weights, so accuracy is never shown for
   them).
 * Latency: batch 1, at 1 and at 2 intra-op threads. All variants of one model are timed in the
-  same process with ``qconv.evaluate.measure_latency``: a warm-up, then rounds in which every
-  variant runs once, so machine noise hits them alike. The number of rounds is at least 100
-  (40 for the large models) and grows, up to 2,000, to fill a time budget per thread count
-  (3 s, 20 s for the large models), estimated from a short pilot. Medians are reported; the
-  ratio columns divide medians (1 thread).
+  same process, the approach of ``qconv.evaluate.measure_latency``: a warm-up, then rounds in
+  which every variant runs once, so machine noise hits them alike. Two changes make the
+  comparison fair: the order rotates every round (the variant that always ran right after
+  float was measurably slower on the digits models), and idle intra-op threads do not spin
+  (at 2 threads, spinning workers of the other sessions stole the cores). There are at least
+  100 rounds (40 for the large models), more, up to 2,000, to fill a time budget per thread
+  count (3 s; 20 s for the large models) estimated from a short pilot. Medians are reported;
+  ratio columns divide medians (1 thread); the targets also give a 95% bootstrap interval
+  over paired rounds.
 * Model size: bytes of the saved ``.onnx`` file.
 
 A "targets" section then checks this run's numbers: (a) qconv accuracy >= onnxruntime's on
@@ -61,8 +65,8 @@ import onnxruntime
 
 import qconv
 from qconv.data import input_specs, open_reader
-from qconv.evaluate import Latency, first_sample, measure_latency
-from qconv.runtime import create_session
+from qconv.evaluate import first_sample
+from qconv.runtime import create_session, session_options
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -76,6 +80,7 @@ LARGE_MODELS = ("resnet18", "mobilenetv2")
 THREADS = (1, 2)
 SMALL_RUNS, LARGE_RUNS, QUICK_RUNS, MAX_RUNS = 100, 40, 20, 2000
 SMALL_BUDGET_S, LARGE_BUDGET_S = 3.0, 20.0
+WARMUP, BOOTSTRAP = 5, 1000
 EVAL_BATCH = 64
 REFERENCE = "ort-minmax"
 SPEEDUP_MODEL, SPEEDUP_TARGET = "resnet18", 1.5
@@ -133,6 +138,9 @@ class Row:
     latency_runs: int = 0
     ratio_vs_ort_minmax: dict[str, float] = field(default_factory=dict)
     speedup_vs_float: dict[str, float] = field(default_factory=dict)
+    speedup_vs_float_ci95: dict[str, list[float]] = field(default_factory=dict)
+    ratio_vs_ort_same_method: dict[str, float] = field(default_factory=dict)
+    ratio_vs_ort_same_method_ci95: dict[str, list[float]] = field(default_factory=dict)
     size_bytes: int | None = None
     size_ratio: float | None = None
     convert_seconds: float | None = None
@@ -266,14 +274,64 @@ def latency_feed(model: BenchModel, proto: onnx.ModelProto) -> dict[str, np.ndar
     return first_sample(open_reader(model.eval or model.calib, specs, batch_size=1), specs)
 
 
+def latency_session(model: onnx.ModelProto, threads: int) -> onnxruntime.InferenceSession:
+    """qconv's session options at ``threads``, with idle intra-op threads not spinning.
+
+    Several sessions are timed in turn: with spinning on, the idle worker threads of the
+    session that just ran keep spinning and steal cores from the next one (at 2 threads this
+    made float ResNet-18 look 4x slower than it is).
+    """
+    options = session_options(threads)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+
+
+def interleaved_times(
+    protos: dict[str, onnx.ModelProto],
+    feed: dict[str, np.ndarray],
+    threads: int,
+    runs: int,
+    warmup: int = WARMUP,
+) -> dict[str, np.ndarray]:
+    """Milliseconds of every run of every variant: each round runs every variant once.
+
+    The order rotates by one variant per round, so every variant takes every position (for
+    example "right after the float model") equally often.
+    """
+    sessions = {key: latency_session(proto, threads) for key, proto in protos.items()}
+    for session in sessions.values():
+        for _ in range(warmup):
+            session.run(None, feed)
+    keys = list(sessions)
+    times = {key: np.empty(runs) for key in keys}
+    for index in range(runs):
+        shift = index % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            started = time.perf_counter()
+            sessions[key].run(None, feed)
+            times[key][index] = (time.perf_counter() - started) * 1000
+    return times
+
+
 def plan_runs(
     protos: dict[str, onnx.ModelProto], feed: dict[str, np.ndarray], model: BenchModel
 ) -> int:
     """Rounds that fill the model's time budget at 1 thread, within [min_runs, MAX_RUNS]."""
-    pilot = measure_latency(protos, feed, threads=1, warmup=2, runs=5)
-    round_seconds = sum(latency.median_ms for latency in pilot.values()) / 1000
+    pilot = interleaved_times(protos, feed, threads=1, runs=5, warmup=2)
+    round_seconds = sum(float(np.median(values)) for values in pilot.values()) / 1000
     wanted = int(model.budget_seconds / max(round_seconds, 1e-6))
     return max(model.min_runs, min(MAX_RUNS, wanted))
+
+
+def ratio_ci(numerator: np.ndarray, denominator: np.ndarray) -> list[float]:
+    """95% bootstrap interval of median(numerator) / median(denominator), rounds kept paired."""
+    rng = np.random.default_rng(0)
+    index = rng.integers(0, len(numerator), size=(BOOTSTRAP, len(numerator)))
+    ratios = np.median(numerator[index], axis=1) / np.median(denominator[index], axis=1)
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return [float(low), float(high)]
 
 
 def fill_latency(
@@ -282,18 +340,28 @@ def fill_latency(
     """Interleaved batch-1 latency of every variant at each thread count, and the ratios."""
     for threads in THREADS:
         _log(f"    timing {len(protos)} variants, {threads} thread(s), {runs} rounds")
-        measured: dict[str, Latency] = measure_latency(protos, feed, threads=threads, runs=runs)
-        for key, latency in measured.items():
-            rows[key].latency_ms[str(threads)] = latency.median_ms
-            rows[key].latency_p90_ms[str(threads)] = latency.p90_ms
-            rows[key].latency_runs = latency.runs
-    for row in rows.values():
-        for threads, median in row.latency_ms.items():
-            reference = rows.get(REFERENCE)
-            if reference and threads in reference.latency_ms:
-                row.ratio_vs_ort_minmax[threads] = median / reference.latency_ms[threads]
-            if threads in rows["float"].latency_ms:
-                row.speedup_vs_float[threads] = rows["float"].latency_ms[threads] / median
+        times = interleaved_times(protos, feed, threads, runs)
+        for key, values in times.items():
+            _fill_latency_row(rows[key], str(threads), values, times)
+
+
+def _fill_latency_row(
+    row: Row, threads: str, values: np.ndarray, times: dict[str, np.ndarray]
+) -> None:
+    median = float(np.median(values))
+    row.latency_ms[threads] = median
+    row.latency_p90_ms[threads] = float(np.percentile(values, 90))
+    row.latency_runs = len(values)
+    if REFERENCE in times:
+        row.ratio_vs_ort_minmax[threads] = median / float(np.median(times[REFERENCE]))
+    if "float" in times:
+        row.speedup_vs_float[threads] = float(np.median(times["float"])) / median
+        low, high = ratio_ci(times["float"], values)
+        row.speedup_vs_float_ci95[threads] = [low, high]
+    ort_key = row.variant.replace("qconv-", "ort-")
+    if row.variant.startswith("qconv-") and ort_key in times:
+        row.ratio_vs_ort_same_method[threads] = median / float(np.median(times[ort_key]))
+        row.ratio_vs_ort_same_method_ci95[threads] = ratio_ci(values, times[ort_key])
 
 
 # ---------------------------------------------------------------------------- one model
@@ -379,8 +447,10 @@ def _latency_target(model: str, method: str, ours: Row, theirs: Row) -> Target:
         return Target(name, model, "SKIP", _missing(ours, theirs))
     ratio = ours.latency_ms["1"] / theirs.latency_ms["1"]
     status = "PASS" if ratio <= 1.0 else "MISS"
+    interval = _interval(ours.ratio_vs_ort_same_method_ci95.get("1"), 1.0, "x")
     detail = (
-        f"qconv {ours.latency_ms['1']:.3f} ms vs ort {theirs.latency_ms['1']:.3f} ms = {ratio:.3f}x"
+        f"qconv {ours.latency_ms['1']:.3f} ms vs ort {theirs.latency_ms['1']:.3f} ms "
+        f"= {ratio:.3f}x{interval}"
     )
     return Target(name, model, status, detail)
 
@@ -391,11 +461,21 @@ def _speedup_target(method: str, ours: Row, reference: Row) -> Target:
         return Target(name, SPEEDUP_MODEL, "SKIP", _missing(ours, reference))
     speedup = reference.latency_ms["1"] / ours.latency_ms["1"]
     status = "PASS" if speedup >= SPEEDUP_TARGET else "MISS"
+    interval = _interval(ours.speedup_vs_float_ci95.get("1"), SPEEDUP_TARGET, "x", "{:.2f}")
     detail = (
         f"float {reference.latency_ms['1']:.3f} ms / qconv {ours.latency_ms['1']:.3f} ms "
-        f"= {speedup:.2f}x"
+        f"= {speedup:.2f}x{interval}"
     )
     return Target(name, SPEEDUP_MODEL, status, detail)
+
+
+def _interval(bounds: list[float] | None, threshold: float, unit: str, spec: str = "{:.3f}") -> str:
+    """' (95% CI lo-hi)', flagged when the interval contains the target's threshold."""
+    if not bounds:
+        return ""
+    low, high = bounds
+    noise = ", within noise of the target" if low <= threshold <= high else ""
+    return f" (95% CI {spec.format(low)}-{spec.format(high)}{unit}{noise})"
 
 
 def _missing(*rows: Row) -> str:
@@ -535,9 +615,32 @@ def machine_info() -> dict[str, Any]:
         "onnx": onnx.__version__,
         "numpy": np.__version__,
         "qconv": qconv.__version__,
+        "qconv_source": qconv_source(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def qconv_source() -> dict[str, Any]:
+    """Which qconv code produced the numbers: git HEAD, uncommitted files, a digest of qconv/."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "qconv").rglob("*.py")):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    info: dict[str, Any] = {"sha256": digest.hexdigest()[:16]}
+    try:
+        head = _git("rev-parse", "HEAD")
+        changed = _git("status", "--porcelain", "--", "qconv").splitlines()
+        info.update(git_head=head, uncommitted=[line[3:] for line in changed])
+    except (OSError, subprocess.CalledProcessError):
+        info["git_head"] = None
+    return info
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(
+        ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True, timeout=30
+    )
+    return done.stdout.strip()
 
 
 def write_results(

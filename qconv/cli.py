@@ -186,6 +186,7 @@ def quantize(
         QuantFormat,
         QuantizeConfig,
         QuantType,
+        parse_shape,
     )
     from qconv.console import Console
     from qconv.errors import ConfigError
@@ -208,7 +209,13 @@ def quantize(
         fuse=not no_fuse,
     )
     data = DataConfig(
-        calib=calib, eval=eval_data, labels=labels, samples=samples, batch_size=batch_size
+        calib=_data_path(calib),
+        eval=_data_path(eval_data),
+        labels=labels,
+        samples=samples,
+        batch_size=batch_size,
+        preprocess=preprocess,
+        shapes=tuple(parse_shape(s) for s in shapes),
     )
     job = QuantizeJob(
         model,
@@ -227,6 +234,13 @@ def quantize(
         console.print_text(to_json(report))
     else:
         console.report(report)
+
+
+def _data_path(value: str | None) -> Path | str | None:
+    """Data locations are paths, except the ``random`` pseudo-source."""
+    if value is None or value.split(":")[0] == "random":
+        return value
+    return Path(value)
 
 
 @main.command(epilog=EXIT_CODES_HELP)

@@ -112,18 +112,22 @@ class DataConfig:
     """Where calibration/evaluation data comes from and how it is batched.
 
     Attributes:
-        calib: Calibration data path.
+        calib: Calibration data path (or ``random``/``random:uniform``).
         eval: Optional held-out evaluation data path.
         labels: Name of the integer label array in the eval data, if any.
         samples: Use at most this many calibration samples (a seeded subset).
         batch_size: Samples per feed when arrays are split along their batch axis.
+        preprocess: How image folders are decoded and normalized (``--preprocess``).
+        shapes: Concrete shapes for symbolic input sizes (``--shape name=1,3,224,224``).
     """
 
-    calib: Path
-    eval: Path | None = None
+    calib: Path | str
+    eval: Path | str | None = None
     labels: str | None = None
     samples: int | None = None
     batch_size: int = 1
+    preprocess: str | None = None
+    shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -132,3 +136,15 @@ class DataConfig:
             raise ConfigError(f"--samples {self.samples} is invalid", "give 1 or more")
         if self.labels and self.eval is None:
             raise ConfigError("--labels needs --eval", "pass the evaluation data with --eval")
+
+
+def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """Parse ``--shape name=1,3,224,224``."""
+    name, sep, dims = text.partition("=")
+    try:
+        sizes = tuple(int(d) for d in dims.split(","))
+    except ValueError:
+        sizes = ()
+    if not sep or not name or not sizes or min(sizes) < 1:
+        raise ConfigError(f"--shape {text} is invalid", "write it as NAME=1,3,224,224")
+    return name, sizes

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from qconv.config import DataConfig, QuantizeConfig
-from qconv.data import DataReader, input_specs, open_reader
+from qconv.data import DataReader, input_specs, is_synthetic, open_reader
 from qconv.evaluate import evaluate, first_sample, measure_latency, tensor_fidelity
 from qconv.model_io import check_output_path, load_proto, save_model, write_text
 from qconv.quantize import quantize_model
@@ -69,9 +69,7 @@ def run_quantize(job: QuantizeJob, progress: Progress | None = None) -> Report:
     check_report_paths(list(job.reports))
     float_model = load_proto(job.model)
     specs = input_specs(float_model)
-    calibration = open_reader(
-        job.data.calib, specs, batch_size=job.data.batch_size, samples=job.data.samples
-    )
+    calibration = _reader(job.data.calib, job, specs, samples=job.data.samples)
     evaluation_reader = _evaluation_reader(job, specs)
     result = quantize_model(
         float_model,
@@ -80,6 +78,11 @@ def run_quantize(job: QuantizeJob, progress: Progress | None = None) -> Report:
         threads=job.threads,
         on_batch=progress.step("calibrating", calibration.num_batches),
     )
+    if is_synthetic(calibration):
+        result.log.note(
+            f"RANGES COME FROM RANDOM DATA ({job.data.calib}): fine for latency, meaningless "
+            "for accuracy; calibrate with real inputs before shipping this model"
+        )
     save_model(result.model, job.output)
     evaluation = evaluate(
         float_model,
@@ -122,14 +125,22 @@ def run_quantize(job: QuantizeJob, progress: Progress | None = None) -> Report:
     return report
 
 
+def _reader(path, job: QuantizeJob, specs, samples=None, labels=None) -> DataReader:
+    return open_reader(
+        path,
+        specs,
+        batch_size=job.data.batch_size,
+        samples=samples,
+        labels=labels,
+        preprocess=job.data.preprocess,
+        shapes=dict(job.data.shapes),
+    )
+
+
 def _evaluation_reader(job: QuantizeJob, specs) -> DataReader:
     if job.data.eval is not None:
-        return open_reader(
-            job.data.eval, specs, batch_size=job.data.batch_size, labels=job.data.labels
-        )
-    return open_reader(
-        job.data.calib, specs, batch_size=job.data.batch_size, samples=FALLBACK_EVAL_SAMPLES
-    )
+        return _reader(job.data.eval, job, specs, labels=job.data.labels)
+    return _reader(job.data.calib, job, specs, samples=FALLBACK_EVAL_SAMPLES)
 
 
 def _options(job: QuantizeJob) -> dict[str, object]:

@@ -72,3 +72,71 @@ def test_unknown_format_and_unreadable_file(tmp_path):
     (tmp_path / "d.npz").write_bytes(b"PK garbage")
     with pytest.raises(DataError, match=r"not a readable \.npz"):
         open_reader(tmp_path / "d.npz", [IMAGE])
+
+
+def test_folder_of_npz_and_npy_files_is_one_feed_per_file(tmp_path):
+    r = np.random.default_rng(0)
+    for k in range(3):
+        np.save(tmp_path / f"s{k}.npy", r.normal(size=(1, 4, 4)).astype(np.float32))
+    reader = open_reader(tmp_path, [IMAGE])
+    feeds = [f["x"] for f in reader]
+    assert reader.num_batches == 3
+    assert [f.shape for f in feeds] == [(1, 1, 4, 4)] * 3
+    assert np.array_equal(feeds[1][0], np.load(tmp_path / "s1.npy"))
+
+
+def test_npy_folder_needs_a_single_input_model(tmp_path):
+    np.save(tmp_path / "s.npy", np.zeros((1, 4, 4), np.float32))
+    with pytest.raises(DataError, match="2 inputs"):
+        open_reader(tmp_path, [IMAGE, STATE])
+
+
+def test_onnx_test_data_folders_match_by_name_or_position(tmp_path):
+    from onnx import numpy_helper
+
+    for k in range(2):
+        folder = tmp_path / f"test_data_set_{k}"
+        folder.mkdir()
+        image = numpy_helper.from_array(np.full((1, 1, 4, 4), k, np.float32), "x")
+        state = numpy_helper.from_array(np.full((2, 3), k, np.float32), "")
+        (folder / "input_0.pb").write_bytes(image.SerializeToString())
+        (folder / "input_1.pb").write_bytes(state.SerializeToString())
+    reader = open_reader(tmp_path, [IMAGE, STATE])
+    feeds = list(reader)
+    assert reader.num_samples == 2
+    assert feeds[1]["x"].shape == (1, 1, 4, 4) and float(feeds[1]["h"][0, 0]) == 1.0
+
+
+def test_onnx_test_data_with_a_foreign_tensor_name(tmp_path):
+    from onnx import numpy_helper
+
+    folder = tmp_path / "test_data_set_0"
+    folder.mkdir()
+    tensor = numpy_helper.from_array(np.zeros((1, 1, 4, 4), np.float32), "pixels")
+    (folder / "input_0.pb").write_bytes(tensor.SerializeToString())
+    with pytest.raises(DataError, match="'pixels', which is not a model input"):
+        open_reader(tmp_path, [IMAGE])
+
+
+def test_random_reader_is_seeded_and_honours_given_shapes():
+    spec = InputSpec("x", np.dtype(np.float32), ("N", 3, "H", "W"))
+    ids = InputSpec("ids", np.dtype(np.int64), ("N", 7))
+    reader = open_reader(
+        "random", [spec, ids], batch_size=2, samples=5, shapes={"x": (1, 3, 16, 16)}
+    )
+    feeds = list(reader)
+    assert [f["x"].shape[0] for f in feeds] == [2, 2, 1]
+    assert feeds[0]["x"].shape == (2, 3, 16, 16)
+    assert feeds[0]["ids"].dtype == np.int64 and feeds[0]["ids"].max() < 10
+    again = list(open_reader("random", [spec, ids], 2, 5, shapes={"x": (1, 3, 16, 16)}))
+    assert np.array_equal(feeds[2]["x"], again[2]["x"])
+    assert reader.synthetic
+
+
+def test_random_reader_asks_for_symbolic_sizes():
+    from qconv.errors import ConfigError
+
+    spec = InputSpec("x", np.dtype(np.float32), ("N", 3, "H", "W"))
+    with pytest.raises(ConfigError, match="symbolic size on axis 2") as info:
+        open_reader("random", [spec])
+    assert "--shape x=SIZE,3,SIZE,SIZE" in info.value.hint

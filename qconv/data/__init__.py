@@ -7,7 +7,7 @@ picks the reader for a path; new formats plug in there.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -80,21 +80,86 @@ class DataReader(Protocol):
         ...
 
 
+SUBSET_SEED = 0
+RANDOM_PREFIX = "random"
+
+
+def subset(total: int, samples: int | None) -> np.ndarray:
+    """Indices of a deterministic (seeded) subset of ``samples`` out of ``total``, sorted."""
+    if samples is None or samples >= total:
+        return np.arange(total)
+    rng = np.random.default_rng(SUBSET_SEED)
+    return np.sort(rng.choice(total, size=samples, replace=False))
+
+
+def is_synthetic(reader: DataReader) -> bool:
+    """Whether the reader makes up its data (random), so ranges mean nothing for accuracy."""
+    return bool(getattr(reader, "synthetic", False))
+
+
 def open_reader(
-    path: Path,
+    path: Path | str,
     specs: Sequence[InputSpec],
     batch_size: int = 1,
     samples: int | None = None,
     labels: str | None = None,
+    *,
+    preprocess: str | None = None,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> DataReader:
-    """Open ``path`` with the reader its format needs."""
+    """Open ``path`` with the reader its format needs.
+
+    ``path`` is an ``.npz``; a folder of ``.npy``/``.npz`` files; an ONNX test-data folder
+    (``test_data_set_*/input_*.pb``); a folder of images (needs ``preprocess``, and labels
+    come from class sub-folders); or ``random``/``random:uniform`` for made-up data.
+    """
+    if str(path).split(":")[0] == RANDOM_PREFIX:
+        from qconv.data.synthetic import RandomReader
+
+        distribution = str(path).partition(":")[2] or "normal"
+        return RandomReader(specs, distribution, batch_size, samples, shapes)
     path = Path(path)
     if not path.exists():
-        raise DataError(f"data file {path} does not exist", "check the --calib/--eval path")
-    if path.suffix == ".npz":
+        raise DataError(f"data path {path} does not exist", "check the --calib/--eval path")
+    if path.is_file() and path.suffix == ".npz":
         from qconv.data.npz import NpzReader
 
         return NpzReader(path, specs, batch_size=batch_size, samples=samples, labels=labels)
+    if path.is_dir():
+        return _open_folder(path, specs, batch_size, samples, preprocess)
     raise DataError(
-        f"{path} is not a supported data format", "give an .npz with one array per model input"
+        f"{path} is not a supported data format",
+        "give an .npz, a folder of .npy/.npz files, an ONNX test-data folder, an image folder "
+        "or 'random'",
     )
+
+
+def _open_folder(
+    path: Path,
+    specs: Sequence[InputSpec],
+    batch_size: int,
+    samples: int | None,
+    preprocess: str | None,
+) -> DataReader:
+    from qconv.data.folder import ArrayFolderReader, array_files
+    from qconv.data.testdata import OnnxTestDataReader, is_test_data_folder
+
+    if is_test_data_folder(path):
+        return OnnxTestDataReader(path, specs, samples)
+    if array_files(path):
+        return ArrayFolderReader(path, specs, samples)
+    from qconv.data.images import ImageFolderReader, image_files
+    from qconv.data.preprocess import parse_preprocess
+
+    if not image_files(path):
+        raise DataError(
+            f"{path} holds no .npy/.npz files, test_data_set_* folders or images",
+            "check the data folder",
+        )
+    if preprocess is None:
+        raise DataError(
+            f"{path} is an image folder but no --preprocess was given",
+            'say how to prepare images, e.g. --preprocess "resize=256,crop=224,'
+            'mean=0.485,0.456,0.406,std=0.229,0.224,0.225"',
+        )
+    return ImageFolderReader(path, specs, parse_preprocess(preprocess), batch_size, samples)

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from qconv.data import Feed, InputSpec
+from qconv.data import Feed, InputSpec, subset
+from qconv.data.validate import validated
 from qconv.errors import DataError
-
-SUBSET_SEED = 0
 
 
 class NpzReader:
@@ -33,14 +32,14 @@ class NpzReader:
         self.path = path
         self.specs = list(specs)
         self.batch_size = batch_size
-        arrays = _load(path)
+        arrays = load_arrays(path)
         self._arrays = {spec.name: self._check(spec, arrays) for spec in self.specs}
         self._per_entry = {
             spec.name: self._arrays[spec.name].ndim == spec.rank + 1 for spec in self.specs
         }
         total = self._count_samples()
         self._labels = _labels(arrays, labels, path, total)
-        self._index = _subset(total, samples)
+        self._index = subset(total, samples)
 
     def _check(self, spec: InputSpec, arrays: dict[str, np.ndarray]) -> np.ndarray:
         if spec.name not in arrays:
@@ -49,7 +48,7 @@ class NpzReader:
                 f"{spec.describe()} (arrays: {', '.join(sorted(arrays)) or 'none'})",
                 "name each array after the model input it feeds",
             )
-        return _validated(arrays[spec.name], spec, self.path)
+        return validated(arrays[spec.name], spec, f"array {spec.name!r} in {self.path.name}")
 
     def _count_samples(self) -> int:
         counts = {name: len(array) for name, array in self._arrays.items()}
@@ -89,7 +88,8 @@ class NpzReader:
         return np.ascontiguousarray(array[rows])
 
 
-def _load(path: Path) -> dict[str, np.ndarray]:
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz``, refusing pickles, as one clear DataError on failure."""
     if not zipfile.is_zipfile(path):
         # np.load would fall back to unpickling anything that is not a zip or .npy file
         raise DataError(f"{path} is not a readable .npz (not a zip archive)", "re-save it")
@@ -105,46 +105,6 @@ def _load(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path} is not a readable .npz ({exc})", "re-save it") from exc
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{path} is not a readable .npz ({exc})", "re-save it") from exc
-
-
-def _validated(array: np.ndarray, spec: InputSpec, path: Path) -> np.ndarray:
-    where = f"array {spec.name!r} in {path.name}"
-    if array.ndim not in (spec.rank, spec.rank + 1) or (array.ndim == 0):
-        raise DataError(
-            f"{where} has shape {array.shape} but input {spec.describe()} has rank {spec.rank}",
-            f"give rank {spec.rank} (split into batches) or {spec.rank + 1} (one feed per entry)",
-        )
-    array = _converted(array, spec, where)
-    feed_shape = array.shape[1:] if array.ndim == spec.rank + 1 else array.shape
-    _check_dims(feed_shape, spec, where, batch_free=array.ndim == spec.rank)
-    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
-        raise DataError(f"{where} contains NaN or Inf values", "clean the data")
-    return array
-
-
-def _converted(array: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
-    if array.dtype == spec.dtype:
-        return array
-    same_kind = np.issubdtype(array.dtype, np.floating) and np.issubdtype(spec.dtype, np.floating)
-    if same_kind or (
-        np.issubdtype(array.dtype, np.integer) and np.issubdtype(spec.dtype, np.integer)
-    ):
-        return array.astype(spec.dtype)
-    raise DataError(
-        f"{where} has dtype {array.dtype} but input {spec.name!r} expects {spec.dtype}",
-        f"save it as {spec.dtype}",
-    )
-
-
-def _check_dims(shape: tuple[int, ...], spec: InputSpec, where: str, batch_free: bool) -> None:
-    for axis, (got, want) in enumerate(zip(shape, spec.shape, strict=True)):
-        if batch_free and axis == 0:
-            continue
-        if isinstance(want, int) and want > 0 and got != want:
-            raise DataError(
-                f"{where} has size {got} on axis {axis} but input {spec.describe()} needs {want}",
-                "resize the data to the model's input shape",
-            )
 
 
 def _labels(
@@ -165,10 +125,3 @@ def _labels(
             "save integer class ids",
         )
     return labels.astype(np.int64)
-
-
-def _subset(total: int, samples: int | None) -> np.ndarray:
-    if samples is None or samples >= total:
-        return np.arange(total)
-    rng = np.random.default_rng(SUBSET_SEED)
-    return np.sort(rng.choice(total, size=samples, replace=False))

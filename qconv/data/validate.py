@@ -1,0 +1,52 @@
+"""Checks shared by every reader: an array must fit the model input it feeds."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qconv.data import InputSpec
+from qconv.errors import DataError
+
+
+def validated(array: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
+    """Check ``array`` against ``spec`` (rank, dtype kind, static sizes, finiteness).
+
+    An array of the input's rank is a batch; one more axis holds one feed per entry. Floats
+    are cast to the input's float type and ints to its int type; other mismatches are errors.
+    """
+    if array.ndim not in (spec.rank, spec.rank + 1) or (array.ndim == 0):
+        raise DataError(
+            f"{where} has shape {array.shape} but input {spec.describe()} has rank {spec.rank}",
+            f"give rank {spec.rank} (split into batches) or {spec.rank + 1} (one feed per entry)",
+        )
+    array = converted(array, spec, where)
+    feed_shape = array.shape[1:] if array.ndim == spec.rank + 1 else array.shape
+    check_dims(feed_shape, spec, where, batch_free=array.ndim == spec.rank)
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+        raise DataError(f"{where} contains NaN or Inf values", "clean the data")
+    return array
+
+
+def converted(array: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
+    if array.dtype == spec.dtype:
+        return array
+    same_kind = np.issubdtype(array.dtype, np.floating) and np.issubdtype(spec.dtype, np.floating)
+    if same_kind or (
+        np.issubdtype(array.dtype, np.integer) and np.issubdtype(spec.dtype, np.integer)
+    ):
+        return array.astype(spec.dtype)
+    raise DataError(
+        f"{where} has dtype {array.dtype} but input {spec.name!r} expects {spec.dtype}",
+        f"save it as {spec.dtype}",
+    )
+
+
+def check_dims(shape: tuple[int, ...], spec: InputSpec, where: str, batch_free: bool) -> None:
+    for axis, (got, want) in enumerate(zip(shape, spec.shape, strict=True)):
+        if batch_free and axis == 0:
+            continue
+        if isinstance(want, int) and want > 0 and got != want:
+            raise DataError(
+                f"{where} has size {got} on axis {axis} but input {spec.describe()} needs {want}",
+                "resize the data to the model's input shape",
+            )
