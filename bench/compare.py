@@ -615,7 +615,6 @@ def machine_info() -> dict[str, Any]:
         "onnx": onnx.__version__,
         "numpy": np.__version__,
         "qconv": qconv.__version__,
-        "qconv_source": qconv_source(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
@@ -631,7 +630,7 @@ def qconv_source() -> dict[str, Any]:
         head = _git("rev-parse", "HEAD")
         changed = _git("status", "--porcelain", "--", "qconv").splitlines()
         info.update(git_head=head, uncommitted=[line[3:] for line in changed])
-    except (OSError, subprocess.CalledProcessError):
+    except (OSError, subprocess.SubprocessError):
         info["git_head"] = None
     return info
 
@@ -644,21 +643,15 @@ def _git(*args: str) -> str:
 
 
 def write_results(
-    path: Path,
-    rows: list[Row],
-    targets: list[Target],
-    notes: list[str],
-    seconds: float,
-    load_at_start: list[float],
+    path: Path, rows: list[Row], targets: list[Target], notes: list[str], run: dict[str, Any]
 ) -> None:
     document = {
         "machine": machine_info(),
-        "settings": {
+        "run": {
             "threads": list(THREADS),
             "calibration_batch_size": 8,
             "reference_variant": REFERENCE,
-            "total_seconds": round(seconds, 1),
-            "load_average_at_start": load_at_start,
+            **run,
         },
         "rows": [asdict(row) for row in rows],
         "targets": [asdict(target) for target in targets],
@@ -695,7 +688,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    run: dict[str, Any] = {
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "qconv_source": qconv_source(),
+    }
     models, notes = discover_models(args.models, args.quick)
     for note in notes:
         _log(f"note: {note}")
@@ -704,12 +700,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for model in models:
         rows.extend(bench_model(model, QUICK_RUNS if args.quick else None))
     targets = check_targets(rows)
-    seconds = time.perf_counter() - started
+    if qconv_source()["sha256"] != run["qconv_source"]["sha256"]:
+        notes.append("qconv/ changed while the benchmark ran: rows may mix qconv versions")
+    run["total_seconds"] = round(time.perf_counter() - started, 1)
     print_table(rows)
     print_footnotes(rows, notes)
     print_targets(targets)
-    write_results(args.out, rows, targets, notes, seconds, load_at_start)
-    print(f"\nTotal {seconds:.0f} s; results written to {args.out}")
+    write_results(args.out, rows, targets, notes, run)
+    print(f"\nTotal {run['total_seconds']:.0f} s; results written to {args.out}")
     return 0
 
 

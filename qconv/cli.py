@@ -156,8 +156,10 @@ def main(debug: bool) -> None:
 def quantize(
     model: Path,
     output: Path,
-    calib: Path,
-    eval_data: Path | None,
+    calib: str,
+    eval_data: str | None,
+    preprocess: str | None,
+    shapes: tuple[str, ...],
     labels: str | None,
     fmt: str,
     per_channel: bool,
