@@ -627,7 +627,7 @@ def qconv_source() -> dict[str, Any]:
         digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
     info: dict[str, Any] = {"sha256": digest.hexdigest()[:16]}
     try:
-        head = _git("rev-parse", "HEAD")
+        head = _git("rev-parse", "HEAD").strip()
         changed = _git("status", "--porcelain", "--", "qconv").splitlines()
         info.update(git_head=head, uncommitted=[line[3:] for line in changed])
     except (OSError, subprocess.SubprocessError):
@@ -639,7 +639,7 @@ def _git(*args: str) -> str:
     done = subprocess.run(
         ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True, timeout=30
     )
-    return done.stdout.strip()
+    return done.stdout
 
 
 def write_results(

@@ -69,15 +69,27 @@ def main(debug: bool) -> None:
 )
 @click.option(
     "--calib",
-    type=click.Path(path_type=Path),
     required=True,
-    help="Calibration data (.npz with one array per model input).",
+    help="Calibration data: .npz, folder of .npy/.npz, ONNX test-data folder, image folder, "
+    "or random[:uniform] (latency smoke runs only).",
 )
 @click.option(
     "--eval",
     "eval_data",
-    type=click.Path(path_type=Path),
-    help="Held-out data for fidelity/accuracy (default: 64 calibration samples).",
+    help="Held-out data for fidelity/accuracy (default: 64 calibration samples); an image "
+    "folder with class sub-folders gives labels.",
+)
+@click.option(
+    "--preprocess",
+    help='Image preprocessing, e.g. "resize=256,crop=224,mean=0.485,0.456,0.406,'
+    'std=0.229,0.224,0.225,layout=NCHW,scale=1/255,bgr=false".',
+)
+@click.option(
+    "--shape",
+    "shapes",
+    multiple=True,
+    metavar="NAME=D1,D2,...",
+    help="Concrete sizes for an input's symbolic dimensions (repeatable).",
 )
 @click.option("--labels", help="Name of the integer label array in the --eval data.")
 @click.option(
