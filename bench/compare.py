@@ -186,12 +186,17 @@ def discover_models(names: Sequence[str] | None, quick: bool) -> tuple[list[Benc
         path, calib = LARGE / f"{name}.onnx", LARGE / f"{name}_calib.npz"
         if not (path.is_file() and calib.is_file()):
             notes.append(
-                f"{name}: skipped, {path.relative_to(ROOT)} or its calibration data is missing "
+                f"{name}: skipped, {_shown(path)} or its calibration data is missing "
                 "(build with: sample_models/build.py --large)"
             )
             continue
         models.append(BenchModel(name, path, calib, None, large=True))
     return models, notes
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 # ---------------------------------------------------------------------------- conversion
@@ -375,7 +380,7 @@ def bench_model(model: BenchModel, runs: int | None) -> list[Row]:
     float_size = model.path.stat().st_size
     digest = hashlib.sha256(model.path.read_bytes()).hexdigest()[:16]
     for variant in VARIANTS:
-        row = Row(model.name, variant.key, str(model.path.relative_to(ROOT)), digest)
+        row = Row(model.name, variant.key, _shown(model.path), digest)
         rows[variant.key] = row
         if variant.tool is None:
             row.size_bytes = float_size
@@ -398,7 +403,7 @@ def bench_model(model: BenchModel, runs: int | None) -> list[Row]:
 
 
 def _record_conversion(row: Row, report: dict[str, Any]) -> None:
-    row.path = str(Path(report["output"]).relative_to(ROOT))
+    row.path = _shown(Path(report["output"]))
     row.convert_seconds = report.get("seconds")
     row.convert_preprocess_seconds = report.get("preprocess_seconds")
     row.convert_peak_rss_mb = report.get("peak_rss_mb")
@@ -567,10 +572,11 @@ def _print_plain(cells: list[list[str]], rows: list[Row]) -> None:
 FOOTNOTES = (
     "acc: label accuracy on the whole held-out eval set; agree: top-1 agreement with float.",
     "acc/agree are '-' for resnet18 and mobilenetv2: random weights, so accuracy means nothing.",
-    "ms: median batch-1 latency, variants of a model interleaved round by round in one process.",
+    "ms: median batch-1 latency; the variants of a model run in turn, round after round, in one",
+    "    process (order rotating each round, intra-op thread spinning off).",
     f"qconv/ort 1t: latency / {REFERENCE} latency; speed-up 1t: float latency / latency.",
-    "convert s / MB: wall time and peak RSS of the conversion, each in its own child process "
-    "(ort includes quant_pre_process; imports are in MB but not in s).",
+    "convert s / MB: wall time and peak RSS of each conversion, run alone in a child process;",
+    "    ort's include quant_pre_process; MB includes the imports, s does not.",
 )
 
 
@@ -679,7 +685,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"{QUICK_RUNS} latency rounds, no pilot; skip the large models",
+        help=f"{QUICK_RUNS} latency rounds, no pilot; large models only if named",
     )
     parser.add_argument("--out", type=Path, default=BENCH / "results.json", help="results JSON")
     return parser.parse_args(argv)
@@ -700,7 +706,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for model in models:
         rows.extend(bench_model(model, QUICK_RUNS if args.quick else None))
     targets = check_targets(rows)
-    if qconv_source()["sha256"] != run["qconv_source"]["sha256"]:
+    source_at_end = qconv_source()
+    if source_at_end["sha256"] != run["qconv_source"]["sha256"]:
+        run["qconv_source_at_end"] = source_at_end
         notes.append("qconv/ changed while the benchmark ran: rows may mix qconv versions")
     run["total_seconds"] = round(time.perf_counter() - started, 1)
     print_table(rows)

@@ -119,7 +119,7 @@ def main(debug: bool) -> None:
 )
 @click.option(
     "--calibration",
-    type=click.Choice(["minmax", "percentile", "entropy", "mse"]),
+    type=click.Choice(["minmax", "percentile", "entropy", "mse", "auto"]),
     default="minmax",
     show_default=True,
     help="How activation ranges are chosen.",
@@ -130,6 +130,16 @@ def main(debug: bool) -> None:
     default=99.999,
     show_default=True,
     help="Percentile for --calibration percentile.",
+)
+@click.option(
+    "--calib-cache",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Reuse calibration statistics from FILE (written there when missing or stale).",
+)
+@click.option(
+    "--max-memory",
+    help="Memory budget for the exposed tensors, e.g. 2GB: calibrate in several passes "
+    "rather than exceed it.",
 )
 @click.option("--samples", type=int, help="Use at most N calibration samples (seeded subset).")
 @click.option(
@@ -180,6 +190,8 @@ def quantize(
     symmetric_activations: bool,
     calibration: str,
     percentile: float,
+    calib_cache: Path | None,
+    max_memory: str | None,
     samples: int | None,
     batch_size: int,
     exclude: tuple[str, ...],
@@ -201,6 +213,7 @@ def quantize(
         QuantizeConfig,
         QuantType,
         parse_shape,
+        parse_size,
     )
     from qconv.console import Console
     from qconv.errors import ConfigError
@@ -236,6 +249,8 @@ def quantize(
         output,
         data,
         config,
+        calib_cache=calib_cache,
+        max_memory=parse_size(max_memory) if max_memory else None,
         threads=threads,
         reports=tuple(reports),
         latency_runs=latency_runs,

@@ -43,6 +43,7 @@ class CalibrationMethod(enum.Enum):
     PERCENTILE = "percentile"
     ENTROPY = "entropy"
     MSE = "mse"
+    AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -148,3 +149,20 @@ def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
     if not sep or not name or not sizes or min(sizes) < 1:
         raise ConfigError(f"--shape {text} is invalid", "write it as NAME=1,3,224,224")
     return name, sizes
+
+
+SIZE_UNITS = {"": 1, "B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """Parse ``--max-memory 2GB`` (binary units: 1 GB = 2**30 bytes)."""
+    number = text.strip().upper().replace("IB", "B")
+    digits = number.rstrip("KMGTB")
+    unit = number[len(digits) :]
+    try:
+        value = float(digits)
+    except ValueError:
+        value = -1.0
+    if unit not in SIZE_UNITS or value <= 0:
+        raise ConfigError(f"--max-memory {text} is invalid", "write it like 512MB or 2GB")
+    return int(value * SIZE_UNITS[unit])

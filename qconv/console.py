@@ -120,10 +120,14 @@ def _summary_table(report: Report) -> Table:
     table.add_row("size", f"{m.float_bytes:,} -> {m.int8_bytes:,} bytes ({m.size_ratio:.2f}x)")
     table.add_row("quantized", f"{report.quantized_nodes} of {len(report.nodes)} nodes")
     cal = report.calibration
+    passes = "cached statistics" if cal.passes == 0 else f"{cal.passes} pass(es)"
     table.add_row(
         "calibration",
-        f"{cal.method}, {cal.samples} samples, {cal.tensors} tensors, {cal.seconds:.1f} s",
+        f"{cal.method}, {cal.samples} samples, {cal.tensors} tensors, {passes}, "
+        f"{cal.seconds:.1f} s",
     )
+    if cal.synthetic:
+        table.add_row("[bold red]WARNING[/]", "[bold red]ranges come from random data[/]")
     ev = report.evaluation
     if ev is not None:
         table.add_row("evaluated on", f"{ev.samples} samples of {ev.data}")
@@ -157,9 +161,13 @@ def _outputs_table(report: Report) -> Table:
 
 
 def _worst_table(report: Report) -> Table:
-    table = Table("tensor", "SQNR dB", "range", title="worst tensors", title_justify="left")
+    table = Table(
+        "tensor", "SQNR dB", "range", "method", title="worst tensors", title_justify="left"
+    )
     for t in report.worst_tensors():
-        table.add_row(t.tensor, f"{t.sqnr_db:.1f}", f"[{t.chosen[0]:.4g}, {t.chosen[1]:.4g}]")
+        table.add_row(
+            t.tensor, f"{t.sqnr_db:.1f}", f"[{t.chosen[0]:.4g}, {t.chosen[1]:.4g}]", t.method
+        )
     return table
 
 

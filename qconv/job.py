@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from qconv.calibrate.cache import CalibrationCache, data_key
 from qconv.config import DataConfig, QuantizeConfig
 from qconv.data import DataReader, input_specs, is_synthetic, open_reader
 from qconv.evaluate import evaluate, first_sample, measure_latency, tensor_fidelity
@@ -51,6 +52,8 @@ class QuantizeJob:
         threads: Threads for latency runs (and every other session when set).
         reports: Report files to write (.json, .md).
         latency_runs: Timed runs per model; 0 skips latency measurement.
+        calib_cache: File to reuse calibration statistics from (and store them in).
+        max_memory: Byte budget for tensors exposed during calibration.
     """
 
     model: Path
@@ -60,6 +63,8 @@ class QuantizeJob:
     threads: int | None = None
     reports: tuple[Path, ...] = ()
     latency_runs: int = 50
+    calib_cache: Path | None = None
+    max_memory: int | None = None
 
 
 def run_quantize(job: QuantizeJob, progress: Progress | None = None) -> Report:
@@ -77,6 +82,8 @@ def run_quantize(job: QuantizeJob, progress: Progress | None = None) -> Report:
         job.config,
         threads=job.threads,
         on_batch=progress.step("calibrating", calibration.num_batches),
+        cache=_cache(job),
+        max_memory=job.max_memory,
     )
     if is_synthetic(calibration):
         result.log.note(
@@ -119,10 +126,24 @@ def run_quantize(job: QuantizeJob, progress: Progress | None = None) -> Report:
         tensor_fidelity=fidelity,
         latency=latency,
         threads=job.threads or 1,
+        synthetic_data=is_synthetic(calibration),
     )
     for path in job.reports:
         write_text(path, render_file(report, path))
     return report
+
+
+def _cache(job: QuantizeJob) -> CalibrationCache | None:
+    if job.calib_cache is None:
+        return None
+    options = {
+        "samples": job.data.samples,
+        "batch_size": job.data.batch_size,
+        "preprocess": job.data.preprocess,
+        "shapes": job.data.shapes,
+        "bins": job.config.histogram_bins,
+    }
+    return CalibrationCache(job.calib_cache, data_key(job.data.calib, options))
 
 
 def _reader(path, job: QuantizeJob, specs, samples=None, labels=None) -> DataReader:

@@ -142,8 +142,13 @@ def save_model(model: ir.Model | onnx.ModelProto, output: Path) -> onnx.ModelPro
 
 def write_text(path: Path, text: str) -> None:
     """Write a text file (a report) atomically."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write a file atomically: a reader sees the old file or the new one, never a part."""
     with _atomic_target(Path(path)) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(data)
 
 
 def _save_with_external_data(proto: onnx.ModelProto, tmp: Path, output: Path) -> None:

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 import onnx
 import onnx_ir as ir
 
-from qconv.calibrate.collect import ProgressCallback, collect_statistics
+from qconv.calibrate.cache import CalibrationCache, model_key
+from qconv.calibrate.collect import (
+    ProgressCallback,
+    collect_statistics,
+    group_tensors,
+    tensor_bytes,
+)
+from qconv.calibrate.histogram import TensorStats
 from qconv.calibrate.params import TensorRange, activation_params, tensor_ranges
 from qconv.config import QuantFormat, QuantizeConfig
 from qconv.data import DataReader
@@ -52,6 +59,7 @@ class QuantizationResult:
     constants: list[QuantizedConstant] = field(default_factory=list)
     calibration_samples: int = 0
     calibration_seconds: float = 0.0
+    calibration_passes: int = 1
     qdq_model: onnx.ModelProto | None = None
     dequantized: dict[str, str] = field(default_factory=dict)
 
@@ -67,8 +75,14 @@ def quantize_model(
     *,
     threads: int | None = None,
     on_batch: ProgressCallback | None = None,
+    cache: CalibrationCache | None = None,
+    max_memory: int | None = None,
 ) -> QuantizationResult:
     """Quantize ``float_model`` with statistics gathered from ``calibration``.
+
+    ``cache`` reuses (or stores) the calibration statistics; ``max_memory`` (bytes) splits
+    calibration into several passes over the data when exposing every tensor at once would
+    not fit.
 
     Raises:
         DataError: The calibration data does not fit the model.
@@ -82,13 +96,16 @@ def quantize_model(
     for note in plan.notes:
         decisions.note(note)
     started = time.perf_counter()
-    stats = collect_statistics(
+    stats, passes = _calibrate(
         prepared,
         plan.calibration_tensors,
         calibration,
+        config,
+        decisions,
         threads=threads,
-        bins_per_side=config.histogram_bins // 2,
         on_batch=on_batch,
+        cache=cache,
+        max_memory=max_memory,
     )
     seconds = time.perf_counter() - started
     ranges = tensor_ranges(plan.calibration_tensors, stats, config)
@@ -113,9 +130,54 @@ def quantize_model(
         constants=rewrite.constants,
         calibration_samples=calibration.num_samples,
         calibration_seconds=seconds,
+        calibration_passes=passes,
         qdq_model=qdq_model,
         dequantized=rewrite.dequantized,
     )
+
+
+def _calibrate(
+    prepared: onnx.ModelProto,
+    tensors: list[str],
+    reader: DataReader,
+    config: QuantizeConfig,
+    decisions: DecisionLog,
+    *,
+    threads: int | None,
+    on_batch: ProgressCallback | None,
+    cache: CalibrationCache | None,
+    max_memory: int | None,
+) -> tuple[dict[str, TensorStats], int]:
+    """Statistics of ``tensors``: from the cache, or from one pass per group of tensors."""
+    key = model_key(prepared)
+    if cache is not None:
+        cached = cache.load(key, tensors)
+        if cached is not None:
+            decisions.note(cache.status)
+            return cached, 0
+    sizes = tensor_bytes(prepared, next(iter(reader))) if max_memory else {}
+    groups = group_tensors(tensors, sizes, max_memory)
+    if len(groups) > 1:
+        decisions.note(
+            f"calibrated in {len(groups)} passes over the data so that exposed tensors stay "
+            f"under --max-memory {max_memory / 2**20:.0f} MiB"
+        )
+    stats: dict[str, TensorStats] = {}
+    for group in groups:
+        stats.update(
+            collect_statistics(
+                prepared,
+                group,
+                reader,
+                threads=threads,
+                bins_per_side=config.histogram_bins // 2,
+                on_batch=on_batch,
+            )
+        )
+    if cache is not None:
+        cache.save(key, stats)
+        decisions.note(cache.status)
+    return stats, len(groups)
 
 
 def check_exclusions(model: onnx.ModelProto, exclude: tuple[str, ...]) -> None:

@@ -67,3 +67,53 @@ def run_batch(session, names: list[str], feed: dict[str, np.ndarray], index: int
             f"onnxruntime rejected calibration batch {index}: {first}",
             "check that the data matches the model's input shapes and dtypes",
         ) from exc
+
+
+def tensor_bytes(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> dict[str, int]:
+    """Bytes each tensor takes for ``feed``, from shape inference with the feed's real shapes.
+
+    Tensors whose size inference cannot tell are counted as large as the largest known one.
+    """
+    fixed = copy.deepcopy(model)
+    for value in fixed.graph.input:
+        if value.name in feed:
+            dims = value.type.tensor_type.shape.dim
+            for dim, size in zip(dims, feed[value.name].shape, strict=False):
+                dim.Clear()
+                dim.dim_value = size
+    try:
+        inferred = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
+    except Exception:  # inference is best effort here; unknown sizes are assumed large
+        inferred = fixed
+    sizes = {}
+    for value in [*inferred.graph.value_info, *inferred.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+            sizes[value.name] = (
+                int(np.prod([d.dim_value for d in dims])) * np.dtype(itemsize).itemsize
+            )
+    return sizes
+
+
+def group_tensors(
+    tensors: Sequence[str], sizes: dict[str, int], budget: int | None
+) -> list[list[str]]:
+    """Split ``tensors`` (in graph order) into groups whose outputs fit ``budget`` bytes.
+
+    Exposed outputs are held by onnxruntime and copied into numpy, so a group may use half the
+    budget. A tensor larger than that still gets a group of its own.
+    """
+    if budget is None:
+        return [list(tensors)]
+    fallback = max(sizes.values(), default=0)
+    groups: list[list[str]] = [[]]
+    used = 0
+    for name in tensors:
+        size = sizes.get(name, fallback)
+        if groups[-1] and used + size > budget // 2:
+            groups.append([])
+            used = 0
+        groups[-1].append(name)
+        used += size
+    return groups

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import onnx_ir as ir
 
 from qconv.calibrate.histogram import TensorStats
-from qconv.calibrate.ranges import compute_range
-from qconv.config import CalibrationMethod, QuantizeConfig
+from qconv.calibrate.ranges import choose_range
+from qconv.config import QuantizeConfig
 from qconv.plan import QuantizationPlan
 from qconv.qparams import QuantParams, compute_qparams
 
@@ -19,14 +19,14 @@ class TensorRange:
 
     Attributes:
         tensor: The calibrated float-model tensor.
-        method: The range method used.
+        method: The range method that produced the range (``auto`` names its pick).
         observed: The observed (min, max).
         chosen: The clipping range.
         params: The resulting scale and zero point.
     """
 
     tensor: str
-    method: CalibrationMethod
+    method: str
     observed: tuple[float, float]
     chosen: tuple[float, float]
     params: QuantParams
@@ -39,7 +39,7 @@ def tensor_ranges(
     ranges = {}
     for name in names:
         tensor_stats = stats.get(name) or TensorStats(config.histogram_bins)
-        lo, hi = compute_range(
+        (lo, hi), method = choose_range(
             tensor_stats,
             config.calibration,
             qtype=config.activation_type,
@@ -50,7 +50,7 @@ def tensor_ranges(
         observed = (
             (tensor_stats.minimum, tensor_stats.maximum) if not tensor_stats.empty else (0, 0)
         )
-        ranges[name] = TensorRange(name, config.calibration, observed, (lo, hi), params)
+        ranges[name] = TensorRange(name, method, observed, (lo, hi), params)
     return ranges
 
 

@@ -12,6 +12,9 @@ All methods read the same statistics, so trying another method costs no inferenc
   with the smallest ``KL(P || Q)`` wins.
 - ``mse``: the range ``alpha * [min, max]`` (alpha on a grid in (0, 1]) whose quantize/dequantize
   round trip of the histogram bin centres has the smallest count-weighted squared error.
+- ``auto``: per tensor, the candidate among minmax, percentiles 99.9/99.99/99.999, entropy and
+  mse whose range gives the smallest quantization error measured on the histogram (the same
+  error ``mse`` minimizes); the report names the winner for each tensor.
 """
 
 from __future__ import annotations
@@ -101,22 +104,52 @@ def _kl_at(hist: np.ndarray, bins: int, levels: int) -> float:
     return float(np.sum(p[mask] * np.log(p[mask] / q_safe)))
 
 
-def mse(stats: TensorStats, qtype: QuantType, symmetric: bool) -> Range:
-    """The scaled-down observed range with the least quantization mean squared error."""
+def quantization_errors(
+    stats: TensorStats, lows: np.ndarray, highs: np.ndarray, qtype: QuantType, symmetric: bool
+) -> np.ndarray:
+    """Count-weighted squared round-trip error of the histogram for each candidate range."""
     edges = stats.bin_edges()
-    centres = (edges[:-1] + edges[1:]) / 2
     used = stats.counts > 0
-    centres, weights = centres[used], stats.counts[used].astype(np.float64)
-    centres = np.clip(centres, stats.minimum, stats.maximum)
-    alphas = np.linspace(1.0 / MSE_GRID, 1.0, MSE_GRID)
-    qp = compute_qparams(alphas * stats.minimum, alphas * stats.maximum, qtype, symmetric)
-    scale = qp.scale.astype(np.float64)[:, None]
-    zero = qp.zero_point.astype(np.float64)[:, None]
+    centres = np.clip(((edges[:-1] + edges[1:]) / 2)[used], stats.minimum, stats.maximum)
+    weights = stats.counts[used].astype(np.float64)
+    qp = compute_qparams(lows, highs, qtype, symmetric)
+    scale = np.atleast_1d(qp.scale.astype(np.float64))[:, None]
+    zero = np.atleast_1d(qp.zero_point.astype(np.float64))[:, None]
     lo_q, hi_q = (-127, 127) if symmetric and qtype is QuantType.INT8 else (qtype.qmin, qtype.qmax)
     q = np.clip(np.rint(centres[None, :] / scale) + zero, lo_q, hi_q)
-    errors = ((q - zero) * scale - centres[None, :]) ** 2 @ weights
+    return ((q - zero) * scale - centres[None, :]) ** 2 @ weights
+
+
+def mse(stats: TensorStats, qtype: QuantType, symmetric: bool) -> Range:
+    """The scaled-down observed range with the least quantization mean squared error."""
+    alphas = np.linspace(1.0 / MSE_GRID, 1.0, MSE_GRID)
+    errors = quantization_errors(
+        stats, alphas * stats.minimum, alphas * stats.maximum, qtype, symmetric
+    )
     best = float(alphas[int(np.argmin(errors))])
     return best * stats.minimum, best * stats.maximum
+
+
+AUTO_PERCENTILES = (99.9, 99.99, 99.999)
+
+
+def auto(stats: TensorStats, qtype: QuantType, symmetric: bool) -> tuple[Range, str]:
+    """The candidate range with the least histogram-measured quantization error, and its name."""
+    candidates = {"minmax": minmax(stats)}
+    for p in AUTO_PERCENTILES:
+        candidates[f"percentile({p})"] = percentile(stats, p)
+    candidates["entropy"] = _entropy_for(stats, symmetric)
+    candidates["mse"] = mse(stats, qtype, symmetric)
+    names = list(candidates)
+    lows = np.array([candidates[n][0] for n in names])
+    highs = np.array([candidates[n][1] for n in names])
+    best = names[int(np.argmin(quantization_errors(stats, lows, highs, qtype, symmetric)))]
+    return candidates[best], best
+
+
+def _entropy_for(stats: TensorStats, symmetric: bool) -> Range:
+    one_sided = stats.minimum >= 0 and not symmetric
+    return entropy(stats, levels=256 if one_sided else 128)
 
 
 def compute_range(
@@ -128,13 +161,28 @@ def compute_range(
     percentile_value: float = 99.999,
 ) -> Range:
     """The range of ``stats`` by ``method``; an empty tensor gets ``(0, 0)``."""
+    return choose_range(
+        stats, method, qtype=qtype, symmetric=symmetric, percentile_value=percentile_value
+    )[0]
+
+
+def choose_range(
+    stats: TensorStats,
+    method: CalibrationMethod,
+    *,
+    qtype: QuantType,
+    symmetric: bool,
+    percentile_value: float = 99.999,
+) -> tuple[Range, str]:
+    """The range of ``stats`` by ``method`` and the name of the method that produced it."""
     if stats.empty:
-        return 0.0, 0.0
+        return (0.0, 0.0), "empty"
     if method is CalibrationMethod.MINMAX:
-        return minmax(stats)
+        return minmax(stats), "minmax"
     if method is CalibrationMethod.PERCENTILE:
-        return percentile(stats, percentile_value)
+        return percentile(stats, percentile_value), f"percentile({percentile_value})"
     if method is CalibrationMethod.ENTROPY:
-        one_sided = stats.minimum >= 0 and not symmetric
-        return entropy(stats, levels=256 if one_sided else 128)
-    return mse(stats, qtype, symmetric)
+        return _entropy_for(stats, symmetric), "entropy"
+    if method is CalibrationMethod.MSE:
+        return mse(stats, qtype, symmetric), "mse"
+    return auto(stats, qtype, symmetric)

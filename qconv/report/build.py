@@ -45,6 +45,7 @@ def build_report(
     tensor_fidelity: dict[str, OutputFidelity] | None = None,
     latency: dict[str, Latency] | None = None,
     threads: int = 1,
+    synthetic_data: bool = False,
 ) -> Report:
     """Everything the run decided and measured, as one data object."""
     return Report(
@@ -59,6 +60,8 @@ def build_report(
             seconds=result.calibration_seconds,
             data=calibration_data,
             tensors=len(result.ranges),
+            passes=result.calibration_passes,
+            synthetic=synthetic_data,
         ),
         nodes=[
             NodeEntry(d.node, d.op_type, d.reason.quantized, d.reason.value, d.detail)
@@ -104,6 +107,7 @@ def _tensors(result: QuantizationResult, fidelity: dict[str, OutputFidelity]) ->
                 chosen=tensor_range.chosen,
                 scale=float(tensor_range.params.scale),
                 zero_point=int(tensor_range.params.zero_point),
+                method=tensor_range.method,
                 sqnr_db=measured.sqnr_db if measured else None,
             )
         )

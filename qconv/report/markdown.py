@@ -72,10 +72,11 @@ def _worst(report: Report) -> str:
     if not worst:
         return ""
     rows = [
-        [f"`{t.tensor}`", f"{t.sqnr_db:.1f}", f"[{t.chosen[0]:.4g}, {t.chosen[1]:.4g}]"]
+        [f"`{t.tensor}`", f"{t.sqnr_db:.1f}", f"[{t.chosen[0]:.4g}, {t.chosen[1]:.4g}]", t.method]
         for t in worst
     ]
-    return "### Tensors with the worst SQNR\n\n" + _table(["tensor", "SQNR dB", "range"], rows)
+    header = ["tensor", "SQNR dB", "range", "method"]
+    return "### Tensors with the worst SQNR\n\n" + _table(header, rows)
 
 
 def _ops(report: Report) -> str:

@@ -47,6 +47,8 @@ class CalibrationSummary:
     seconds: float
     data: str
     tensors: int
+    passes: int = 1
+    synthetic: bool = False
 
 
 @dataclass
@@ -80,6 +82,7 @@ class TensorEntry:
         chosen: The range used.
         scale: Quantization scale.
         zero_point: Quantization zero point.
+        method: The range method that chose the range (``--calibration auto`` picks per tensor).
         sqnr_db: SQNR of the int8 model's tensor against the float one (None if not measured).
     """
 
@@ -88,6 +91,7 @@ class TensorEntry:
     chosen: tuple[float, float]
     scale: float
     zero_point: int
+    method: str = ""
     sqnr_db: float | None = None
 
 

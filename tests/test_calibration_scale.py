@@ -1,0 +1,129 @@
+"""Calibration at scale: the statistics cache, auto range selection, and grouped passes."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from qconv.calibrate.cache import CalibrationCache, data_key
+from qconv.calibrate.collect import group_tensors, tensor_bytes
+from qconv.calibrate.histogram import TensorStats
+from qconv.calibrate.ranges import auto
+from qconv.config import CalibrationMethod, QuantizeConfig, QuantType
+from qconv.data import input_specs, open_reader
+from qconv.quantize import quantize_model
+from tests.conftest import SAMPLES
+
+MODEL = SAMPLES / "digits_resnet.onnx"
+CALIB = SAMPLES / "digits_resnet_calib.npz"
+
+
+class NoInference:
+    """A reader that fails the test if calibration tries to run the model."""
+
+    num_batches = 1
+    num_samples = 200
+
+    def __iter__(self):
+        raise AssertionError("calibration ran inference despite a valid cache")
+
+    def labels(self):
+        return None
+
+
+def reader(samples: int | None = None):
+    model = onnx.load(MODEL)
+    return open_reader(CALIB, input_specs(model), batch_size=16, samples=samples)
+
+
+def cache_for(path, samples=None) -> CalibrationCache:
+    return CalibrationCache(path, data_key(CALIB, {"samples": samples}))
+
+
+def test_cache_round_trip_lets_another_method_run_without_inference(tmp_path):
+    model = onnx.load(MODEL)
+    first = quantize_model(model, reader(), QuantizeConfig(), cache=cache_for(tmp_path / "c.npz"))
+    assert (tmp_path / "c.npz").is_file()
+    assert any("written" in note for note in first.log.notes)
+
+    config = QuantizeConfig(calibration=CalibrationMethod.ENTROPY)
+    second = quantize_model(model, NoInference(), config, cache=cache_for(tmp_path / "c.npz"))
+    assert second.calibration_passes == 0
+    assert any("reused" in note for note in second.log.notes)
+    assert set(second.ranges) == set(first.ranges)
+    observed = {name: r.observed for name, r in first.ranges.items()}
+    assert {name: r.observed for name, r in second.ranges.items()} == observed
+
+
+def test_stale_cache_is_detected_and_replaced(tmp_path):
+    model = onnx.load(MODEL)
+    quantize_model(model, reader(), QuantizeConfig(), cache=cache_for(tmp_path / "c.npz"))
+    other_data = cache_for(tmp_path / "c.npz", samples=50)
+    result = quantize_model(model, reader(50), QuantizeConfig(), cache=other_data)
+    assert result.calibration_passes == 1
+    notes = " ".join(result.log.notes)
+    assert "stale" in notes and "different calibration data" in notes
+    reused = quantize_model(
+        model, NoInference(), QuantizeConfig(), cache=cache_for(tmp_path / "c.npz", samples=50)
+    )
+    assert reused.calibration_passes == 0
+
+
+def test_a_different_model_makes_the_cache_stale(tmp_path):
+    quantize_model(onnx.load(MODEL), reader(), QuantizeConfig(), cache=cache_for(tmp_path / "c"))
+    cnn = onnx.load(SAMPLES / "digits_cnn.onnx")
+    cnn_reader = open_reader(SAMPLES / "digits_cnn_calib.npz", input_specs(cnn), 16)
+    result = quantize_model(cnn, cnn_reader, QuantizeConfig(), cache=cache_for(tmp_path / "c"))
+    assert "different model" in " ".join(result.log.notes)
+
+
+def test_auto_clips_a_heavy_tailed_tensor_and_keeps_a_uniform_one():
+    rng = np.random.default_rng(0)
+    heavy = TensorStats(2048)
+    heavy.update(rng.laplace(0, 1, 200_000))
+    (lo, hi), method = auto(heavy, QuantType.UINT8, symmetric=False)
+    assert method != "minmax"
+    assert hi < 0.9 * heavy.maximum and lo > 0.9 * heavy.minimum
+    uniform = TensorStats(2048)
+    uniform.update(rng.uniform(-1, 1, 100_000))
+    (lo, hi), _ = auto(uniform, QuantType.UINT8, symmetric=False)
+    assert hi > 0.95 and lo < -0.95
+
+
+def test_auto_method_is_reported_per_tensor():
+    result = quantize_model(
+        onnx.load(MODEL), reader(), QuantizeConfig(calibration=CalibrationMethod.AUTO)
+    )
+    methods = {r.method for r in result.ranges.values()}
+    assert methods and methods <= {"minmax", "entropy", "mse"} | {
+        f"percentile({p})" for p in (99.9, 99.99, 99.999)
+    }
+
+
+def test_grouped_passes_give_the_same_statistics_as_one_pass():
+    model = onnx.load(MODEL)
+    one = quantize_model(model, reader(64), QuantizeConfig())
+    budget = 64 * 1024  # far below what all tensors of a 16-sample batch need
+    grouped = quantize_model(model, reader(64), QuantizeConfig(), max_memory=budget)
+    assert grouped.calibration_passes > 2
+    assert set(grouped.ranges) == set(one.ranges)
+    # onnxruntime fuses differently when other tensors are exposed: float rounding may differ
+    for name, tensor_range in one.ranges.items():
+        assert grouped.ranges[name].chosen == pytest.approx(tensor_range.chosen, rel=1e-5)
+
+
+def test_tensor_sizes_come_from_the_feed_shapes():
+    model = onnx.load(SAMPLES / "digits_cnn.onnx")
+    feed = {"input": np.zeros((5, 1, 8, 8), np.float32)}
+    sizes = tensor_bytes(model, feed)
+    assert sizes["logits"] == 5 * 10 * 4
+    assert max(sizes.values()) >= 5 * 32 * 8 * 8 * 4
+
+
+@pytest.mark.parametrize(
+    ("budget", "expected"),
+    [(None, [["a", "b", "c"]]), (200, [["a"], ["b"], ["c"]]), (400, [["a", "b"], ["c"]])],
+)
+def test_group_tensors(budget, expected):
+    assert group_tensors(["a", "b", "c"], {"a": 100, "b": 100, "c": 150}, budget) == expected
