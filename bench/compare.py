@@ -26,13 +26,14 @@ What is measured, and how:
 * Latency: batch 1, at 1 and at 2 intra-op threads. All variants of one model are timed in the
   same process, the approach of ``qconv.evaluate.measure_latency``: a warm-up, then rounds in
   which every variant runs once, so machine noise hits them alike. Two changes make the
-  comparison fair: the order rotates every round (the variant that always ran right after
-  float was measurably slower on the digits models), and idle intra-op threads do not spin
-  (at 2 threads, spinning workers of the other sessions stole the cores). There are at least
-  100 rounds (40 for the large models), more, up to 2,000, to fill a time budget per thread
-  count (3 s; 20 s for the large models) estimated from a short pilot. Medians are reported;
-  ratio columns divide medians (1 thread); the targets also give a 95% bootstrap interval
-  over paired rounds.
+  comparison fair: every round runs the variants in a new random order (the variant that
+  always ran right after float was measurably slower on the digits models), and idle intra-op
+  threads do not spin (at 2 threads, spinning workers of the other sessions stole the cores).
+  There are at least 100 rounds (40 for the large models), more, up to 2,000, to fill a time
+  budget per thread count (3 s; 20 s for the large models) estimated from a short pilot.
+  Medians are reported; ratio columns divide medians (1 thread); the targets also give a 95%
+  bootstrap interval over paired rounds (within-run noise only: between runs on a shared
+  machine the ratios moved by a few percent).
 * Model size: bytes of the saved ``.onnx`` file.
 
 A "targets" section then checks this run's numbers: (a) qconv accuracy >= onnxruntime's on
@@ -302,8 +303,9 @@ def interleaved_times(
 ) -> dict[str, np.ndarray]:
     """Milliseconds of every run of every variant: each round runs every variant once.
 
-    The order rotates by one variant per round, so every variant takes every position (for
-    example "right after the float model") equally often.
+    Each round uses a fresh (seeded) random order, so no variant always runs right after the
+    same other one: with a fixed order, even a rotated one, the variant that followed the
+    float model was a few percent slower on the digits models.
     """
     sessions = {key: latency_session(proto, threads) for key, proto in protos.items()}
     for session in sessions.values():
@@ -311,9 +313,10 @@ def interleaved_times(
             session.run(None, feed)
     keys = list(sessions)
     times = {key: np.empty(runs) for key in keys}
+    rng = np.random.default_rng(threads)
     for index in range(runs):
-        shift = index % len(keys)
-        for key in keys[shift:] + keys[:shift]:
+        for position in rng.permutation(len(keys)):
+            key = keys[position]
             started = time.perf_counter()
             sessions[key].run(None, feed)
             times[key][index] = (time.perf_counter() - started) * 1000
@@ -573,7 +576,7 @@ FOOTNOTES = (
     "acc: label accuracy on the whole held-out eval set; agree: top-1 agreement with float.",
     "acc/agree are '-' for resnet18 and mobilenetv2: random weights, so accuracy means nothing.",
     "ms: median batch-1 latency; the variants of a model run in turn, round after round, in one",
-    "    process (order rotating each round, intra-op thread spinning off).",
+    "    process (random order each round, intra-op thread spinning off).",
     f"qconv/ort 1t: latency / {REFERENCE} latency; speed-up 1t: float latency / latency.",
     "convert s / MB: wall time and peak RSS of each conversion, run alone in a child process;",
     "    ort's include quant_pre_process; MB includes the imports, s does not.",

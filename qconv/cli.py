@@ -15,8 +15,10 @@ import click
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 internal error (traceback with --debug); "
-    "2 bad usage or bad input (one line naming the file, flag or tensor); 130 interrupted."
+    "2 bad usage or bad input (one line naming the file, flag or tensor); "
+    "3 a quality gate failed (model and report are still written); 130 interrupted."
 )
+GATE_FAILED = 3
 
 
 def _handle_errors(command: Callable) -> Callable:
@@ -156,6 +158,14 @@ def main(debug: bool) -> None:
     help="Keep these nodes or op types float (repeat, or separate with commas).",
 )
 @click.option(
+    "--max-accuracy-drop",
+    type=float,
+    help="Gate: fail (exit 3) if label accuracy drops by more than X (absolute, e.g. 0.01).",
+)
+@click.option("--min-agreement", type=float, help="Gate: top-1 agreement at least X (0..1).")
+@click.option("--min-sqnr", type=float, help="Gate: every output's SQNR at least DB.")
+@click.option("--min-speedup", type=float, help="Gate: int8 at least X times faster than float.")
+@click.option(
     "--report",
     "reports",
     multiple=True,
@@ -192,6 +202,10 @@ def quantize(
     percentile: float,
     calib_cache: Path | None,
     max_memory: str | None,
+    max_accuracy_drop: float | None,
+    min_agreement: float | None,
+    min_sqnr: float | None,
+    min_speedup: float | None,
     samples: int | None,
     batch_size: int,
     exclude: tuple[str, ...],
@@ -217,6 +231,7 @@ def quantize(
     )
     from qconv.console import Console
     from qconv.errors import ConfigError
+    from qconv.gates import Gates
     from qconv.job import QuantizeJob, run_quantize
 
     if threads is not None and threads < 1:
@@ -251,6 +266,7 @@ def quantize(
         config,
         calib_cache=calib_cache,
         max_memory=parse_size(max_memory) if max_memory else None,
+        gates=Gates(max_accuracy_drop, min_agreement, min_sqnr, min_speedup),
         threads=threads,
         reports=tuple(reports),
         latency_runs=latency_runs,
@@ -263,6 +279,17 @@ def quantize(
         console.print_text(to_json(report))
     else:
         console.report(report)
+    for gate in report.failed_gates:
+        console.error(
+            f"gate {gate.name} failed: measured {_fmt_gate(gate.value)}, limit {gate.threshold} "
+            f"({gate.detail}); the model and report were written"
+        )
+    if report.failed_gates:
+        sys.exit(GATE_FAILED)
+
+
+def _fmt_gate(value: float | None) -> str:
+    return "nothing" if value is None else f"{value:.4g}"
 
 
 def _data_path(value: str | None) -> Path | str | None:

@@ -148,6 +148,10 @@ def _summary_table(report: Report) -> Table:
             f"{lat.int8_p90_ms:.3f})",
         )
     table.add_row("verified", "onnx.checker + onnxruntime load" if report.verified else "NO")
+    for gate in report.gates:
+        verdict = "[green]pass[/]" if gate.passed else f"[bold red]FAIL[/] ({gate.detail})"
+        value = "-" if gate.value is None else f"{gate.value:.4g}"
+        table.add_row(f"gate {gate.name}", f"{value} vs {gate.threshold:g}: {verdict}")
     return table
 
 

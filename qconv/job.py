@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -17,6 +17,7 @@ from qconv.calibrate.cache import CalibrationCache, data_key
 from qconv.config import DataConfig, QuantizeConfig
 from qconv.data import DataReader, input_specs, is_synthetic, open_reader
 from qconv.evaluate import evaluate, first_sample, measure_latency, tensor_fidelity
+from qconv.gates import Gates, evaluate_gates
 from qconv.model_io import check_output_path, load_proto, save_model, write_text
 from qconv.quantize import quantize_model
 from qconv.report import check_report_paths, render_file
@@ -54,6 +55,7 @@ class QuantizeJob:
         latency_runs: Timed runs per model; 0 skips latency measurement.
         calib_cache: File to reuse calibration statistics from (and store them in).
         max_memory: Byte budget for tensors exposed during calibration.
+        gates: CI thresholds; failures are recorded in the report (the CLI exits 3).
     """
 
     model: Path
@@ -65,6 +67,7 @@ class QuantizeJob:
     latency_runs: int = 50
     calib_cache: Path | None = None
     max_memory: int | None = None
+    gates: Gates = field(default_factory=Gates)
 
 
 def run_quantize(job: QuantizeJob, progress: Progress | None = None) -> Report:
@@ -72,10 +75,14 @@ def run_quantize(job: QuantizeJob, progress: Progress | None = None) -> Report:
     progress = progress or SilentProgress()
     check_output_path(job.output, job.model)
     check_report_paths(list(job.reports))
+    job.gates.check_inputs(has_labels=bool(job.data.labels), measures_latency=job.latency_runs > 0)
     float_model = load_proto(job.model)
     specs = input_specs(float_model)
     calibration = _reader(job.data.calib, job, specs, samples=job.data.samples)
     evaluation_reader = _evaluation_reader(job, specs)
+    job.gates.check_inputs(
+        has_labels=evaluation_reader.labels() is not None, measures_latency=job.latency_runs > 0
+    )
     result = quantize_model(
         float_model,
         calibration,
@@ -128,6 +135,7 @@ def run_quantize(job: QuantizeJob, progress: Progress | None = None) -> Report:
         threads=job.threads or 1,
         synthetic_data=is_synthetic(calibration),
     )
+    report.gates = evaluate_gates(job.gates, report)
     for path in job.reports:
         write_text(path, render_file(report, path))
     return report

@@ -176,3 +176,41 @@ def test_excluded_op_type_stays_float(workdir):
     gemms = [n for n in nodes if n["op_type"] == "Gemm"]
     assert len(gemms) == 2
     assert all(n["reason"] == "excluded-by-user" and not n["quantized"] for n in gemms)
+
+
+def eval_args(workdir: Path) -> list[str]:
+    return ["--eval", str(workdir / "digits_cnn_eval.npz"), "--labels", "label"]
+
+
+@pytest.mark.parametrize(
+    ("gate", "passing", "failing"),
+    [
+        ("--max-accuracy-drop", "0.01", "-0.5"),
+        ("--min-agreement", "0.98", "1.01"),
+        ("--min-sqnr", "20", "200"),
+        ("--min-speedup", "0.01", "1000"),
+    ],
+)
+def test_gates_pass_with_exit_0_and_fail_with_exit_3_still_writing_outputs(
+    workdir, gate, passing, failing
+):
+    ok = invoke(*quantize_args(workdir, *eval_args(workdir), gate, passing, "--json"))
+    assert ok.exit_code == 0, ok.output
+    gates = json.loads(ok.stdout)["gates"]
+    assert [(g["name"], g["passed"]) for g in gates] == [(gate.lstrip("-"), True)]
+    (workdir / "out.onnx").unlink()
+
+    report = workdir / "r.json"
+    bad = invoke(
+        *quantize_args(workdir, *eval_args(workdir), gate, failing, "--report", str(report))
+    )
+    assert bad.exit_code == 3, bad.output
+    assert f"gate {gate.lstrip('-')} failed" in bad.stderr
+    assert (workdir / "out.onnx").is_file()
+    written = json.loads(report.read_text())["gates"][0]
+    assert written["passed"] is False and written["detail"] != "ok"
+
+
+def test_accuracy_gate_without_labels_is_a_usage_error(workdir):
+    result = invoke(*quantize_args(workdir, "--max-accuracy-drop", "0.01"))
+    assert_clean_failure(result, workdir, "--max-accuracy-drop needs labels")

@@ -309,6 +309,7 @@ _SUPPORTED_SOF = frozenset({0xC0, 0xC1, 0xC2})
 _UNSUPPORTED_SOF = frozenset({0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 _SKIPPED = frozenset({*range(0xE0, 0xF0), 0xFE})
+_KNOWN = _SUPPORTED_SOF | _UNSUPPORTED_SOF | _SKIPPED | {_DQT, _DHT, _DRI, _SOS}
 
 
 @dataclass
@@ -340,6 +341,13 @@ def _jpeg_problem(data: bytes) -> str | None:
             continue
         if marker == _SOI:
             return "has a second JPEG start-of-image marker"
+        if marker not in _KNOWN:
+            return f"has a JPEG marker the decoder rejects (0x{marker:02X})"
+        if marker in _UNSUPPORTED_SOF:
+            return (
+                f"uses a JPEG coding the decoder lacks (frame marker 0x{marker:02X}); "
+                "only baseline and progressive JPEG are supported"
+            )
         if pos + 2 > len(data):
             return "is truncated inside a JPEG segment"
         length = int.from_bytes(data[pos : pos + 2], "big")
@@ -367,24 +375,17 @@ def _next_marker(data: bytes, pos: int) -> tuple[int, int] | None:
 
 
 def _segment_problem(marker: int, body: bytes, state: _JpegState) -> str | None:
-    if marker in _SKIPPED:
-        return None
-    if marker == _DRI:
-        return None if len(body) == 2 else "has a malformed JPEG restart interval"
     if marker in _SUPPORTED_SOF:
         return _frame_problem(marker, body, state)
-    if marker in _UNSUPPORTED_SOF:
-        return (
-            f"uses a JPEG coding the decoder lacks (frame marker 0x{marker:02X}); "
-            "only baseline and progressive JPEG are supported"
-        )
     if marker == _DQT:
         return _quant_problem(body, state)
     if marker == _DHT:
         return _huffman_problem(body, state)
     if marker == _SOS:
         return _scan_problem(body, state)
-    return f"has a JPEG marker the decoder rejects (0x{marker:02X})"
+    if marker == _DRI and len(body) != 2:
+        return "has a malformed JPEG restart interval"
+    return None  # APPn and COM segments carry nothing the decoder checks
 
 
 def _frame_problem(marker: int, body: bytes, state: _JpegState) -> str | None:

@@ -47,6 +47,10 @@ def _summary(report: Report) -> str:
                 f"{lat.speedup:.2f}x faster",
             ]
         )
+    for gate in report.gates:
+        value = "-" if gate.value is None else f"{gate.value:.4g}"
+        verdict = "pass" if gate.passed else f"**FAIL** ({gate.detail})"
+        rows.append([f"gate `{gate.name}`", f"{value} vs {gate.threshold:g}: {verdict}"])
     return "## qconv report\n\n" + _table(["", ""], rows)
 
 

@@ -134,6 +134,25 @@ class LatencySummary:
 
 
 @dataclass
+class GateResult:
+    """One CI gate's verdict.
+
+    Attributes:
+        name: The flag without dashes (``min-sqnr``).
+        threshold: The limit given.
+        value: The measured value (None when it could not be measured).
+        passed: Whether the run meets the limit.
+        detail: ``ok`` or by how much it missed.
+    """
+
+    name: str
+    threshold: float
+    value: float | None
+    passed: bool
+    detail: str
+
+
+@dataclass
 class Report:
     """Everything a ``qconv quantize`` run decided and measured."""
 
@@ -149,12 +168,17 @@ class Report:
     evaluation: EvaluationSummary | None = None
     latency: LatencySummary | None = None
     notes: list[str] = field(default_factory=list)
+    gates: list[GateResult] = field(default_factory=list)
     verified: bool = False
     schema_version: int = SCHEMA_VERSION
 
     @property
     def quantized_nodes(self) -> int:
         return sum(n.quantized for n in self.nodes)
+
+    @property
+    def failed_gates(self) -> list[GateResult]:
+        return [g for g in self.gates if not g.passed]
 
     def worst_tensors(self, count: int = 10) -> list[TensorEntry]:
         """The measured tensors with the lowest SQNR, worst first."""

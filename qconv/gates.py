@@ -1,0 +1,84 @@
+"""Quality gates for CI: thresholds a run must meet, checked against its report.
+
+A failed gate does not stop the run: the model and reports are still written, the report says
+which gate failed and by how much, and the CLI exits 3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qconv.errors import ConfigError
+from qconv.report.model import GateResult, Report
+
+
+@dataclass(frozen=True)
+class Gates:
+    """Thresholds; None means the gate is off.
+
+    Attributes:
+        max_accuracy_drop: Largest allowed float-minus-int8 label accuracy (absolute, 0..1).
+        min_agreement: Smallest allowed top-1 agreement (0..1).
+        min_sqnr: Smallest allowed SQNR (dB) of any model output.
+        min_speedup: Smallest allowed float/int8 latency ratio.
+    """
+
+    max_accuracy_drop: float | None = None
+    min_agreement: float | None = None
+    min_sqnr: float | None = None
+    min_speedup: float | None = None
+
+    @property
+    def any(self) -> bool:
+        return any(
+            v is not None
+            for v in (self.max_accuracy_drop, self.min_agreement, self.min_sqnr, self.min_speedup)
+        )
+
+    def check_inputs(self, has_labels: bool, measures_latency: bool) -> None:
+        """Refuse gates the run could not evaluate, before any work."""
+        if self.max_accuracy_drop is not None and not has_labels:
+            raise ConfigError(
+                "--max-accuracy-drop needs labels",
+                "pass --eval DATA --labels NAME (or an image folder with classes)",
+            )
+        if self.min_speedup is not None and not measures_latency:
+            raise ConfigError("--min-speedup needs latency runs", "drop --latency-runs 0")
+
+
+def evaluate_gates(gates: Gates, report: Report) -> list[GateResult]:
+    """The verdict of every gate that is on."""
+    results = []
+    ev, lat = report.evaluation, report.latency
+    if gates.max_accuracy_drop is not None:
+        drop = (
+            None
+            if ev is None or ev.float_accuracy is None
+            else (ev.float_accuracy - ev.int8_accuracy)
+        )
+        results.append(_upper("max-accuracy-drop", gates.max_accuracy_drop, drop))
+    if gates.min_agreement is not None:
+        agreement = ev.top1_agreement if ev else None
+        results.append(_lower("min-agreement", gates.min_agreement, agreement))
+    if gates.min_sqnr is not None:
+        sqnr = min((o.sqnr_db for o in ev.outputs), default=None) if ev else None
+        results.append(_lower("min-sqnr", gates.min_sqnr, sqnr))
+    if gates.min_speedup is not None:
+        results.append(_lower("min-speedup", gates.min_speedup, lat.speedup if lat else None))
+    return results
+
+
+def _upper(name: str, limit: float, value: float | None) -> GateResult:
+    if value is None:
+        return GateResult(name, limit, None, False, "not measured")
+    passed = value <= limit
+    detail = "ok" if passed else f"exceeded by {value - limit:.4g}"
+    return GateResult(name, limit, value, passed, detail)
+
+
+def _lower(name: str, limit: float, value: float | None) -> GateResult:
+    if value is None:
+        return GateResult(name, limit, None, False, "not measured (not a classifier?)")
+    passed = value >= limit
+    detail = "ok" if passed else f"short by {limit - value:.4g}"
+    return GateResult(name, limit, value, passed, detail)
