@@ -60,8 +60,38 @@ def main(debug: bool) -> None:
     """Convert float ONNX models into fast, accurate, verified INT8 models."""
 
 
+def _load_config(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    """Eager callback: the TOML file becomes the defaults, so explicit flags override it."""
+    if value is None:
+        return
+    from qconv.config_file import read_config
+    from qconv.console import Console
+    from qconv.errors import ConfigError
+
+    known = {
+        p.opts[-1].lstrip("-"): p.name
+        for p in ctx.command.params
+        if isinstance(p, click.Option) and p.name not in ("config", "help")
+    }
+    known.update({p.name: p.name for p in ctx.command.params if isinstance(p, click.Argument)})
+    try:
+        settings = read_config(value, known)
+    except ConfigError as exc:
+        Console().error(exc.one_line())
+        ctx.exit(exc.exit_code)
+    ctx.default_map = {**(ctx.default_map or {}), **settings}
+
+
 @main.command(epilog=EXIT_CODES_HELP)
-@click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("model", type=click.Path(path_type=Path, dir_okay=False), required=False)
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    is_eager=True,
+    expose_value=False,
+    callback=_load_config,
+    help="TOML file with the same keys as these flags; flags given here override it.",
+)
 @click.option(
     "-o",
     "--output",
@@ -186,7 +216,7 @@ def main(debug: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
 @_handle_errors
 def quantize(
-    model: Path,
+    model: Path | None,
     output: Path,
     calib: str,
     eval_data: str | None,
@@ -234,6 +264,8 @@ def quantize(
     from qconv.gates import Gates
     from qconv.job import QuantizeJob, run_quantize
 
+    if model is None:
+        raise ConfigError("MODEL is missing", "give the float model path (or `model` in --config)")
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads {threads} is invalid", "give 1 or more")
     if latency_runs < 0:

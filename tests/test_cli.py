@@ -214,3 +214,41 @@ def test_gates_pass_with_exit_0_and_fail_with_exit_3_still_writing_outputs(
 def test_accuracy_gate_without_labels_is_a_usage_error(workdir):
     result = invoke(*quantize_args(workdir, "--max-accuracy-drop", "0.01"))
     assert_clean_failure(result, workdir, "--max-accuracy-drop needs labels")
+
+
+def test_config_file_sets_defaults_and_flags_override_it(workdir):
+    config = workdir / "qconv.toml"
+    config.write_text(
+        "[quantize]\n"
+        f'model = "{workdir / "digits_cnn.onnx"}"\n'
+        f'calib = "{workdir / "digits_cnn_calib.npz"}"\n'
+        'calibration = "entropy"\n'
+        'exclude = ["Gemm"]\n'
+        "latency_runs = 2\n"
+        'format = "qoperator"\n'
+    )
+    result = invoke(
+        "quantize",
+        "--config",
+        str(config),
+        "-o",
+        str(workdir / "out.onnx"),
+        "--format",
+        "qdq",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["options"]["calibration"] == "entropy"
+    assert report["options"]["format"] == "qdq"
+    assert report["options"]["exclude"] == ["Gemm"]
+    assert report["latency"]["runs"] == 2
+
+
+def test_config_file_with_an_unknown_key_is_refused(workdir):
+    config = workdir / "qconv.toml"
+    config.write_text('calibraton = "entropy"\n')
+    result = invoke(*quantize_args(workdir, "--config", str(config)))
+    assert result.exit_code == 2
+    assert "unknown key 'calibraton'" in result.stderr
+    assert not (workdir / "out.onnx").exists()

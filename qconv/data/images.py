@@ -196,9 +196,14 @@ def _image_input(specs: Sequence[InputSpec]) -> InputSpec:
     return spec
 
 
-def _find_images(root: Path) -> list[Path]:
-    if not root.is_dir():
-        raise DataError(f"{root} is not a folder", "give a folder of .png/.jpg images")
+def image_files(root: Path) -> list[Path]:
+    """The images under ``root``, in reading order; empty if there are none.
+
+    Images are ``.png``, ``.jpg`` and ``.jpeg`` files (any case) at any depth, sorted by their
+    path relative to ``root``. Hidden files and folders (``.name``) are skipped, which also
+    drops the ``._name.jpg`` resource forks macOS leaves on copied folders.
+    """
+    root = Path(root)
     found = [
         path
         for path in root.rglob("*")
@@ -206,11 +211,18 @@ def _find_images(root: Path) -> list[Path]:
         and not any(part.startswith(".") for part in path.relative_to(root).parts)
         and path.is_file()
     ]
+    return sorted(found, key=lambda path: path.relative_to(root).parts)
+
+
+def _find_images(root: Path) -> list[Path]:
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder", "give a folder of .png/.jpg images")
+    found = image_files(root)
     if not found:
         raise DataError(
             f"{root} contains no .png, .jpg or .jpeg images", "check the --calib/--eval path"
         )
-    return sorted(found, key=lambda path: path.relative_to(root).parts)
+    return found
 
 
 def _check_header(file: Path) -> None:
