@@ -305,6 +305,11 @@ def quantize(
     )
     with console.progress() as progress:
         report = run_quantize(job, progress)
+    _render(console, report, as_json)
+
+
+def _render(console, report, as_json: bool) -> None:
+    """Print the report and turn failed gates into exit code 3."""
     if as_json:
         from qconv.report.json_format import to_json
 
@@ -322,6 +327,72 @@ def quantize(
 
 def _fmt_gate(value: float | None) -> str:
     return "nothing" if value is None else f"{value:.4g}"
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("float_model", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("int8_model", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--eval", "eval_data", required=True, help="Evaluation data (any reader format).")
+@click.option("--labels", help="Name of the integer label array in the --eval data.")
+@click.option("--preprocess", help="Image preprocessing for an image folder (see quantize).")
+@click.option("--shape", "shapes", multiple=True, metavar="NAME=D1,D2,...")
+@click.option("--samples", type=int, help="Use at most N samples (seeded subset).")
+@click.option("--batch-size", type=int, default=1, show_default=True)
+@click.option("--threads", type=int, help="onnxruntime threads (latency defaults to 1).")
+@click.option("--latency-runs", type=int, default=50, show_default=True)
+@click.option("--max-accuracy-drop", type=float, help="Gate (exit 3), as for quantize.")
+@click.option("--min-agreement", type=float, help="Gate (exit 3), as for quantize.")
+@click.option("--min-sqnr", type=float, help="Gate (exit 3), as for quantize.")
+@click.option("--min-speedup", type=float, help="Gate (exit 3), as for quantize.")
+@click.option("--report", "reports", multiple=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@_handle_errors
+def compare(
+    float_model: Path,
+    int8_model: Path,
+    eval_data: str,
+    labels: str | None,
+    preprocess: str | None,
+    shapes: tuple[str, ...],
+    samples: int | None,
+    batch_size: int,
+    threads: int | None,
+    latency_runs: int,
+    max_accuracy_drop: float | None,
+    min_agreement: float | None,
+    min_sqnr: float | None,
+    min_speedup: float | None,
+    reports: tuple[Path, ...],
+    as_json: bool,
+) -> None:
+    """Evaluate any FLOAT_MODEL/INT8_MODEL pair, including int8 models from other tools."""
+    from qconv.config import DataConfig, parse_shape
+    from qconv.console import Console
+    from qconv.gates import Gates
+    from qconv.job import CompareJob, run_compare
+
+    data = DataConfig(
+        calib=_data_path(eval_data),
+        eval=_data_path(eval_data),
+        labels=labels,
+        samples=samples,
+        batch_size=batch_size,
+        preprocess=preprocess,
+        shapes=tuple(parse_shape(s) for s in shapes),
+    )
+    job = CompareJob(
+        float_model,
+        int8_model,
+        data,
+        threads=threads,
+        reports=tuple(reports),
+        latency_runs=latency_runs,
+        gates=Gates(max_accuracy_drop, min_agreement, min_sqnr, min_speedup),
+    )
+    console = Console()
+    with console.progress() as progress:
+        report = run_compare(job, progress)
+    _render(console, report, as_json)
 
 
 def _data_path(value: str | None) -> Path | str | None:

@@ -69,7 +69,8 @@ class Console:
             self.out.print(_outputs_table(report))
         if report.worst_tensors():
             self.out.print(_worst_table(report))
-        self.out.print(_nodes_table(report, verbose=self.verbosity >= 1))
+        if report.nodes:
+            self.out.print(_nodes_table(report, verbose=self.verbosity >= 1))
         if self.verbosity >= 1 and report.rewrites:
             self.out.print(_rewrites_table(report))
         if self.verbosity >= 1:
@@ -115,19 +116,22 @@ def _fmt(value: float | None, pattern: str = "{:.2%}") -> str:
 
 def _summary_table(report: Report) -> Table:
     m = report.model
-    table = Table(title="qconv quantize", show_header=False, title_justify="left")
+    title = "qconv quantize" if report.calibration else "qconv compare"
+    table = Table(title=title, show_header=False, title_justify="left")
     table.add_row("model", f"{m.input_path} -> {m.output_path}")
     table.add_row("size", f"{m.float_bytes:,} -> {m.int8_bytes:,} bytes ({m.size_ratio:.2f}x)")
-    table.add_row("quantized", f"{report.quantized_nodes} of {len(report.nodes)} nodes")
+    if report.nodes:
+        table.add_row("quantized", f"{report.quantized_nodes} of {len(report.nodes)} nodes")
     cal = report.calibration
-    passes = "cached statistics" if cal.passes == 0 else f"{cal.passes} pass(es)"
-    table.add_row(
-        "calibration",
-        f"{cal.method}, {cal.samples} samples, {cal.tensors} tensors, {passes}, "
-        f"{cal.seconds:.1f} s",
-    )
-    if cal.synthetic:
-        table.add_row("[bold red]WARNING[/]", "[bold red]ranges come from random data[/]")
+    if cal is not None:
+        passes = "cached statistics" if cal.passes == 0 else f"{cal.passes} pass(es)"
+        table.add_row(
+            "calibration",
+            f"{cal.method}, {cal.samples} samples, {cal.tensors} tensors, {passes}, "
+            f"{cal.seconds:.1f} s",
+        )
+        if cal.synthetic:
+            table.add_row("[bold red]WARNING[/]", "[bold red]ranges come from random data[/]")
     ev = report.evaluation
     if ev is not None:
         table.add_row("evaluated on", f"{ev.samples} samples of {ev.data}")

@@ -220,3 +220,88 @@ def inspect_model(path: Path) -> dict[str, object]:
 
 
 __all__ = ["QuantizeJob", "inspect_model", "run_quantize"]
+
+
+@dataclass(frozen=True)
+class CompareJob:
+    """Evaluate any float/int8 pair, including int8 models made by other tools.
+
+    Attributes:
+        float_model: The reference float model.
+        int8_model: The quantized model to judge.
+        data: Evaluation data (``data.eval``) and how to read it.
+        threads: onnxruntime threads.
+        reports: Report files to write.
+        latency_runs: Timed runs per model; 0 skips timing.
+        gates: CI thresholds.
+    """
+
+    float_model: Path
+    int8_model: Path
+    data: DataConfig
+    threads: int | None = None
+    reports: tuple[Path, ...] = ()
+    latency_runs: int = 50
+    gates: Gates = field(default_factory=Gates)
+
+
+def run_compare(job: CompareJob, progress: Progress | None = None) -> Report:
+    """Fidelity, accuracy and latency of ``job.int8_model`` against ``job.float_model``."""
+    from qconv.report.build import compare_report
+
+    progress = progress or SilentProgress()
+    check_report_paths(list(job.reports))
+    float_model, int8_model = load_proto(job.float_model), load_proto(job.int8_model)
+    specs = input_specs(float_model)
+    _check_same_interface(specs, input_specs(int8_model), job)
+    reader = open_reader(
+        job.data.eval,
+        specs,
+        batch_size=job.data.batch_size,
+        samples=job.data.samples,
+        labels=job.data.labels,
+        preprocess=job.data.preprocess,
+        shapes=dict(job.data.shapes),
+    )
+    job.gates.check_inputs(reader.labels() is not None, job.latency_runs > 0)
+    evaluation = evaluate(
+        float_model,
+        int8_model,
+        reader,
+        threads=job.threads,
+        on_batch=progress.step("evaluating", reader.num_batches),
+    )
+    latency = None
+    if job.latency_runs:
+        latency = measure_latency(
+            {"float": float_model, "int8": int8_model},
+            first_sample(reader, specs),
+            threads=job.threads or 1,
+            runs=job.latency_runs,
+            on_run=progress.step("timing", job.latency_runs),
+        )
+    report = compare_report(
+        float_model=float_model,
+        int8_model=int8_model,
+        float_path=str(job.float_model),
+        int8_path=str(job.int8_model),
+        evaluation=evaluation,
+        evaluation_data=str(job.data.eval),
+        latency=latency,
+        threads=job.threads or 1,
+    )
+    report.gates = evaluate_gates(job.gates, report)
+    for path in job.reports:
+        write_text(path, render_file(report, path))
+    return report
+
+
+def _check_same_interface(float_specs, int8_specs, job: CompareJob) -> None:
+    if float_specs != int8_specs:
+        from qconv.errors import ModelError
+
+        raise ModelError(
+            f"{job.int8_model} has inputs {[s.describe() for s in int8_specs]} but "
+            f"{job.float_model} has {[s.describe() for s in float_specs]}",
+            "compare two versions of the same model",
+        )

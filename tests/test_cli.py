@@ -252,3 +252,49 @@ def test_config_file_with_an_unknown_key_is_refused(workdir):
     assert result.exit_code == 2
     assert "unknown key 'calibraton'" in result.stderr
     assert not (workdir / "out.onnx").exists()
+
+
+def test_compare_judges_a_model_made_by_onnxruntimes_quantizer(workdir):
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    calib = np.load(workdir / "digits_cnn_calib.npz")["input"]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"input": calib[i : i + 20]} for i in range(0, 200, 20)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantize_static(
+        str(workdir / "digits_cnn.onnx"),
+        str(workdir / "ort.onnx"),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+    )
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(workdir / "ort.onnx").graph.node)
+    result = invoke(
+        "compare",
+        str(workdir / "digits_cnn.onnx"),
+        str(workdir / "ort.onnx"),
+        *eval_args(workdir),
+        "--latency-runs",
+        "3",
+        "--json",
+        "--report",
+        str(workdir / "cmp.md"),
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["calibration"] is None
+    assert report["evaluation"]["samples"] == 540
+    assert report["evaluation"]["top1_agreement"] > 0.9
+    assert "## qconv report" in (workdir / "cmp.md").read_text()
+
+
+def test_compare_refuses_models_with_different_inputs(workdir, tmp_path):
+    other = SAMPLES / "digits_mobilenet.onnx"
+    result = invoke("compare", str(workdir / "digits_cnn.onnx"), str(other), *eval_args(workdir))
+    assert result.exit_code == 2

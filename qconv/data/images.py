@@ -131,8 +131,8 @@ class ImageFolderReader:
         if all(not _is_static(w) or w == got for got, w in zip(shape[1:], wanted, strict=True)):
             return
         raise DataError(
-            f"{file} preprocesses to shape {list(shape)} but input {self.spec.describe()} "
-            f"needs [{self._batch}, {', '.join(_dim_text(w) for w in wanted)}]",
+            f"{file} preprocesses to shape {list(shape)}, which does not fit input "
+            f"{self.spec.describe()}",
             _shape_hint(self.preprocess, self.spec, shape),
         )
 
@@ -270,6 +270,8 @@ def _labels(root: Path, files: list[Path], classes: list[str] | None) -> np.ndar
 
 
 def _subset(total: int, samples: int | None) -> np.ndarray:
+    if samples is not None and samples < 1:
+        raise DataError(f"--samples {samples} selects no images", "give 1 or more")
     if samples is None or samples >= total:
         return np.arange(total)
     rng = np.random.default_rng(SUBSET_SEED)
@@ -281,10 +283,6 @@ def _subset(total: int, samples: int | None) -> np.ndarray:
 
 def _is_static(dim: object) -> bool:
     return isinstance(dim, int) and dim > 0
-
-
-def _dim_text(dim: object) -> str:
-    return str(dim) if _is_static(dim) else "?"
 
 
 def _reason(exc: Exception) -> str:

@@ -130,3 +130,28 @@ def _evaluation(evaluation: Evaluation, data: str) -> EvaluationSummary:
 def _latency(latency: dict[str, Latency], threads: int) -> LatencySummary:
     f, q = latency["float"], latency["int8"]
     return LatencySummary(threads, f.runs, f.median_ms, f.p90_ms, q.median_ms, q.p90_ms)
+
+
+def compare_report(
+    *,
+    float_model: onnx.ModelProto,
+    int8_model: onnx.ModelProto,
+    float_path: str,
+    int8_path: str,
+    evaluation: Evaluation,
+    evaluation_data: str,
+    latency: dict[str, Latency] | None,
+    threads: int,
+) -> Report:
+    """A report for ``qconv compare``: no calibration or node decisions, just measurements."""
+    return Report(
+        qconv_version=qconv.__version__,
+        onnx_version=onnx.__version__,
+        onnxruntime_version=onnxruntime.__version__,
+        options={"command": "compare"},
+        model=_model_summary(float_model, int8_model, float_path, int8_path),
+        calibration=None,
+        evaluation=_evaluation(evaluation, evaluation_data),
+        latency=_latency(latency, threads) if latency else None,
+        verified=True,
+    )

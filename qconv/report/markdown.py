@@ -29,14 +29,15 @@ def _summary(report: Report) -> str:
     rows = [
         ["model", f"`{m.input_path}` -> `{m.output_path}`"],
         ["size", f"{m.float_bytes:,} -> {m.int8_bytes:,} bytes ({m.size_ratio:.2f}x)"],
-        ["quantized nodes", f"{report.quantized_nodes} of {len(report.nodes)}"],
-        [
-            "calibration",
-            f"{report.calibration.method}, {report.calibration.samples} samples, "
-            f"{report.calibration.seconds:.1f} s",
-        ],
-        ["verified", "onnx.checker and onnxruntime load passed" if report.verified else "no"],
     ]
+    if report.nodes:
+        rows.append(["quantized nodes", f"{report.quantized_nodes} of {len(report.nodes)}"])
+    cal = report.calibration
+    if cal is not None:
+        rows.append(["calibration", f"{cal.method}, {cal.samples} samples, {cal.seconds:.1f} s"])
+    rows.append(
+        ["verified", "onnx.checker and onnxruntime load passed" if report.verified else "no"]
+    )
     if report.latency:
         lat = report.latency
         rows.append(
@@ -91,6 +92,8 @@ def _ops(report: Report) -> str:
 
 
 def _nodes(report: Report) -> str:
+    if not report.nodes:
+        return ""
     rows = [
         [f"`{n.node}`", n.op_type, "yes" if n.quantized else "no", n.reason, n.detail]
         for n in report.nodes

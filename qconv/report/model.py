@@ -161,7 +161,7 @@ class Report:
     onnxruntime_version: str
     options: dict[str, object]
     model: ModelSummary
-    calibration: CalibrationSummary
+    calibration: CalibrationSummary | None
     nodes: list[NodeEntry] = field(default_factory=list)
     rewrites: list[RewriteEntry] = field(default_factory=list)
     tensors: list[TensorEntry] = field(default_factory=list)
