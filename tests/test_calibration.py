@@ -122,6 +122,7 @@ def test_entropy_agrees_with_brute_force_kl_search(name):
     stats = stats_of(x, bins=256)
     b = stats.bins_per_side
     folded = stats.counts[b:] + stats.counts[:b][::-1]
+    folded[0] -= np.count_nonzero(x == 0)  # exact zeros are left out by definition
     folded = folded[: np.flatnonzero(folded)[-1] + 1]
     levels = 64
     expected = brute_force_kl_bins(folded, levels) * stats.bin_width
@@ -164,3 +165,13 @@ def test_nonfinite_values_are_counted_apart():
     stats = stats_of(np.array([1.0, np.inf, np.nan, -2.0]))
     assert stats.nonfinite == 2
     assert (stats.minimum, stats.maximum, stats.count) == (-2.0, 1.0, 2)
+
+
+def test_entropy_ignores_the_spike_of_exact_zeros_after_a_relu():
+    """Half the values of a Relu output are exactly 0; that spike must not pick the threshold."""
+    x = np.maximum(np.random.default_rng(4).normal(1.0, 1.5, 200_000), 0.0)
+    stats = stats_of(x, bins=2048)
+    assert stats.zeros == np.count_nonzero(x == 0)
+    lo, hi = ranges.entropy(stats, levels=256)
+    assert lo == 0.0
+    assert hi > np.percentile(x, 99), "the bulk of a Relu output must stay inside the range"

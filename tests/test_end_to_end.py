@@ -107,3 +107,21 @@ def test_opset_11_model_falls_back_to_per_tensor_weights_with_a_note():
         open_reader(SAMPLES / "digits_cnn_eval.npz", input_specs(model), 64, labels="label"),
     )
     assert evaluation.float_accuracy - evaluation.int8_accuracy <= 0.02
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile", "mse", "auto"])
+@pytest.mark.parametrize("name", ["digits_mobilenet", "digits_resnet"])
+def test_every_range_method_keeps_accuracy(name, method):
+    from qconv.config import CalibrationMethod
+
+    model = onnx.load(SAMPLES / f"{name}.onnx")
+    calib = open_reader(SAMPLES / f"{name}_calib.npz", input_specs(model), batch_size=32)
+    config = QuantizeConfig(calibration=CalibrationMethod(method))
+    result = quantize_model(model, calib, config)
+    evaluation = evaluate(
+        model,
+        result.model,
+        open_reader(SAMPLES / f"{name}_eval.npz", input_specs(model), 64, labels="label"),
+    )
+    assert evaluation.float_accuracy - evaluation.int8_accuracy <= 0.01
+    assert evaluation.top1_agreement >= 0.98

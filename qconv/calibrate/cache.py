@@ -24,7 +24,7 @@ from qconv.calibrate.histogram import TensorStats
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CHUNK = 1 << 20
 
 
@@ -105,6 +105,7 @@ def _describe(name: str, tensor: TensorStats) -> dict[str, object]:
         "maximum": tensor.maximum,
         "count": tensor.count,
         "nonfinite": tensor.nonfinite,
+        "zeros": tensor.zeros,
     }
 
 
@@ -121,6 +122,7 @@ def _read(path: Path) -> tuple[dict, dict[str, TensorStats]]:
                 maximum=entry["maximum"],
                 count=entry["count"],
                 nonfinite=entry["nonfinite"],
+                zeros=entry["zeros"],
             )
     return header, stats
 

@@ -35,6 +35,8 @@ class TensorStats:
         maximum: Largest finite value seen (-inf before any).
         count: Number of finite values seen.
         nonfinite: Number of NaN/Inf values seen (not in the histogram).
+        zeros: Number of values exactly 0 (also counted in the histogram); they quantize
+            exactly under any range, so range searches may leave them out.
     """
 
     bins_per_side: int = 2048
@@ -44,6 +46,7 @@ class TensorStats:
     maximum: float = -math.inf
     count: int = 0
     nonfinite: int = 0
+    zeros: int = 0
 
     def __post_init__(self) -> None:
         if self.counts is None:
@@ -72,6 +75,7 @@ class TensorStats:
         self.minimum = min(self.minimum, float(finite.min()))
         self.maximum = max(self.maximum, float(finite.max()))
         self.count += finite.size
+        self.zeros += int(np.count_nonzero(finite == 0))
         self._grow_to(_exponent_for(max(-self.minimum, self.maximum), self.bins_per_side))
         scaled = np.ldexp(finite.astype(np.float64), -self.exponent)
         index = np.floor(scaled).astype(np.int64) + self.bins_per_side
@@ -90,6 +94,7 @@ class TensorStats:
         merged.maximum = max(self.maximum, other.maximum)
         merged.count = self.count + other.count
         merged.nonfinite = self.nonfinite + other.nonfinite
+        merged.zeros = self.zeros + other.zeros
         return merged
 
     def copy(self) -> TensorStats:
@@ -101,6 +106,7 @@ class TensorStats:
             self.maximum,
             self.count,
             self.nonfinite,
+            self.zeros,
         )
 
     def _grow_to(self, exponent: int) -> None:

@@ -6,7 +6,8 @@ All methods read the same statistics, so trying another method costs no inferenc
 - ``percentile``: the ``p``-th percentile of the values as the upper end and the ``(100 - p)``-th
   as the lower end, interpolated linearly inside a histogram bin. Example: 1,000 values of which
   one is an outlier at 100 and the rest lie in [0, 1]: p = 99.9 clips at about 1, not 100.
-- ``entropy``: TensorRT's KL-divergence search on the histogram of ``|x|``: for each candidate
+- ``entropy``: TensorRT's KL-divergence search on the histogram of ``|x|`` (exact zeros left
+  out, since they quantize exactly whatever the threshold): for each candidate
   threshold ``T`` (a bin edge), the clipped reference distribution ``P`` (outliers added to the
   last bin) is compared with ``Q``, ``P`` quantized to ``levels`` bins and expanded back; the ``T``
   with the smallest ``KL(P || Q)`` wins.
@@ -67,6 +68,10 @@ def entropy(stats: TensorStats, levels: int = 128) -> Range:
 def _folded_abs_histogram(stats: TensorStats) -> tuple[np.ndarray, float]:
     b = stats.bins_per_side
     folded = stats.counts[b:] + stats.counts[:b][::-1]  # bin k covers [k*w, (k+1)*w) of |x|
+    # Exact zeros (Relu outputs, padding) quantize exactly under any threshold; left in, their
+    # spike in bin 0 dominates the divergence of every merged candidate and drives the search
+    # to the smallest threshold.
+    folded[0] -= stats.zeros
     used = int(np.flatnonzero(folded)[-1]) + 1 if folded.any() else 1
     hist, width = folded[:used].astype(np.float64), stats.bin_width
     while hist.size > ENTROPY_BINS:
