@@ -6,6 +6,7 @@ does not grow with the data set either.
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -168,14 +169,24 @@ def measure_latency(
     runs: int = 50,
     on_run: ProgressCallback | None = None,
 ) -> dict[str, Latency]:
-    """Time each model on ``feed``, interleaving runs so machine noise hits them alike."""
-    sessions = {key: create_session(model, threads=threads) for key, model in models.items()}
+    """Time each model on ``feed``, interleaving runs so machine noise hits them alike.
+
+    Each round runs every model once in a freshly shuffled (seeded) order: a fixed order makes
+    the model that always follows another read a few percent slower.
+    """
+    sessions = {
+        key: create_session(model, threads=threads, spin=False) for key, model in models.items()
+    }
     for session in sessions.values():
         for _ in range(warmup):
             session.run(None, feed)
     times: dict[str, list[float]] = {key: [] for key in sessions}
+    order = list(sessions)
+    shuffler = random.Random(0)
     for run in range(runs):
-        for key, session in sessions.items():
+        shuffler.shuffle(order)
+        for key in order:
+            session = sessions[key]
             started = time.perf_counter()
             session.run(None, feed)
             times[key].append((time.perf_counter() - started) * 1000)

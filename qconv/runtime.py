@@ -18,9 +18,16 @@ STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.
 
 
 def session_options(
-    threads: int | None = None, optimize: bool = True, profile_prefix: str | None = None
+    threads: int | None = None,
+    optimize: bool = True,
+    profile_prefix: str | None = None,
+    spin: bool = True,
 ) -> ort.SessionOptions:
-    """Session options with a fixed thread count (``None``: onnxruntime's default)."""
+    """Session options with a fixed thread count (``None``: onnxruntime's default).
+
+    ``spin=False`` stops idle worker threads from busy-waiting: when several sessions are
+    timed in turn, a spinning session would steal the cores of the one being measured.
+    """
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
@@ -32,6 +39,8 @@ def session_options(
         if optimize
         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if profile_prefix:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
@@ -48,9 +57,10 @@ def create_session(
     threads: int | None = None,
     optimize: bool = True,
     profile_prefix: str | None = None,
+    spin: bool = True,
 ) -> ort.InferenceSession:
     """An onnxruntime CPU session for ``model`` (a protobuf or a path)."""
-    options = session_options(threads, optimize, profile_prefix)
+    options = session_options(threads, optimize, profile_prefix, spin)
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), False)
     if needs_custom_ops(proto):
         import onnxruntime_extensions
