@@ -68,18 +68,33 @@ class TensorStats:
     def update(self, values: np.ndarray) -> None:
         """Fold a batch of values in; the batch is not kept."""
         flat = np.asarray(values).reshape(-1)
-        finite = flat[np.isfinite(flat)]
-        self.nonfinite += flat.size - finite.size
-        if finite.size == 0:
+        if flat.size == 0:
             return
-        self.minimum = min(self.minimum, float(finite.min()))
-        self.maximum = max(self.maximum, float(finite.max()))
-        self.count += finite.size
-        self.zeros += int(np.count_nonzero(finite == 0))
+        low, high = flat.min(), flat.max()
+        if not (np.isfinite(low) and np.isfinite(high)):  # rare: pay for the mask only then
+            finite = flat[np.isfinite(flat)]
+            self.nonfinite += flat.size - finite.size
+            if finite.size == 0:
+                return
+            flat, low, high = finite, finite.min(), finite.max()
+        self.minimum = min(self.minimum, float(low))
+        self.maximum = max(self.maximum, float(high))
+        self.count += flat.size
+        self.zeros += int(np.count_nonzero(flat == 0))
         self._grow_to(_exponent_for(max(-self.minimum, self.maximum), self.bins_per_side))
-        scaled = np.ldexp(finite.astype(np.float64), -self.exponent)
-        index = np.floor(scaled).astype(np.int64) + self.bins_per_side
-        self.counts += np.bincount(index, minlength=2 * self.bins_per_side)
+        self.counts += np.bincount(self._bin_index(flat), minlength=2 * self.bins_per_side)
+
+    def _bin_index(self, flat: np.ndarray) -> np.ndarray:
+        # Scaling by a power of two is exact in binary floating point while the result stays
+        # in range (|x| < B * 2**e guarantees it here), so float32 data needs no float64 copy.
+        if flat.dtype == np.float32 and -100 < self.exponent < 100:
+            scaled = flat * np.float32(2.0**-self.exponent)
+        else:
+            scaled = np.ldexp(flat.astype(np.float64), -self.exponent)
+        np.floor(scaled, out=scaled)
+        index = scaled.astype(np.int64)
+        index += self.bins_per_side
+        return index
 
     def merge(self, other: TensorStats) -> TensorStats:
         """Statistics of both inputs together, as if one pass had seen all their values."""
