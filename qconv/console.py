@@ -152,6 +152,10 @@ def _summary_table(report: Report) -> Table:
             f"{lat.int8_p90_ms:.3f})",
         )
     table.add_row("verified", "onnx.checker + onnxruntime load" if report.verified else "NO")
+    if report.environment:
+        env = report.environment
+        isa = ", ".join(env.int8_instructions) or "no int8 dot-product instructions"
+        table.add_row("cpu", f"{env.cpu} ({isa})")
     for gate in report.gates:
         verdict = "[green]pass[/]" if gate.passed else f"[bold red]FAIL[/] ({gate.detail})"
         value = "-" if gate.value is None else f"{gate.value:.4g}"

@@ -16,13 +16,14 @@ from typing import Protocol
 from qconv.calibrate.cache import CalibrationCache, data_key
 from qconv.config import DataConfig, QuantizeConfig
 from qconv.data import DataReader, input_specs, is_synthetic, open_reader
+from qconv.environment import cpu_description, file_sha256
 from qconv.evaluate import evaluate, first_sample, measure_latency, tensor_fidelity
 from qconv.gates import Gates, evaluate_gates
 from qconv.model_io import check_output_path, load_proto, save_model, write_text
 from qconv.quantize import quantize_model
 from qconv.report import check_report_paths, render_file
 from qconv.report.build import build_report
-from qconv.report.model import Report
+from qconv.report.model import EnvironmentSummary, Report
 
 log = logging.getLogger(__name__)
 
@@ -136,22 +137,40 @@ def run_quantize(job: QuantizeJob, progress: Progress | None = None) -> Report:
         synthetic_data=is_synthetic(calibration),
     )
     report.gates = evaluate_gates(job.gates, report)
+    report.environment = _environment(job)
     for path in job.reports:
         write_text(path, render_file(report, path))
     return report
 
 
-def _cache(job: QuantizeJob) -> CalibrationCache | None:
-    if job.calib_cache is None:
-        return None
-    options = {
+def _environment(job: QuantizeJob) -> EnvironmentSummary:
+    import platform
+
+    cpu, instructions = cpu_description()
+    return EnvironmentSummary(
+        cpu=cpu,
+        int8_instructions=instructions,
+        threads=job.threads or 1,
+        python=platform.python_version(),
+        model_sha256=file_sha256(job.model),
+        calibration_sha256=data_key(job.data.calib, _data_options(job)),
+    )
+
+
+def _data_options(job: QuantizeJob) -> dict[str, object]:
+    return {
         "samples": job.data.samples,
         "batch_size": job.data.batch_size,
         "preprocess": job.data.preprocess,
         "shapes": job.data.shapes,
         "bins": job.config.histogram_bins,
     }
-    return CalibrationCache(job.calib_cache, data_key(job.data.calib, options))
+
+
+def _cache(job: QuantizeJob) -> CalibrationCache | None:
+    if job.calib_cache is None:
+        return None
+    return CalibrationCache(job.calib_cache, data_key(job.data.calib, _data_options(job)))
 
 
 def _reader(path, job: QuantizeJob, specs, samples=None, labels=None) -> DataReader:

@@ -48,6 +48,17 @@ def _summary(report: Report) -> str:
                 f"{lat.speedup:.2f}x faster",
             ]
         )
+    if report.environment:
+        env = report.environment
+        isa = ", ".join(env.int8_instructions) or "none"
+        rows.append(["cpu", f"{env.cpu} (int8 instructions: {isa})"])
+        rows.append(
+            [
+                "versions",
+                f"qconv {report.qconv_version}, onnx {report.onnx_version}, "
+                f"onnxruntime {report.onnxruntime_version}, python {env.python}",
+            ]
+        )
     for gate in report.gates:
         value = "-" if gate.value is None else f"{gate.value:.4g}"
         verdict = "pass" if gate.passed else f"**FAIL** ({gate.detail})"

@@ -134,6 +134,27 @@ class LatencySummary:
 
 
 @dataclass
+class EnvironmentSummary:
+    """Where and on what the run happened.
+
+    Attributes:
+        cpu: CPU model name.
+        int8_instructions: int8-relevant instruction sets the CPU reports (AVX-512 VNNI, ...).
+        threads: Threads used for timing.
+        python: Python version.
+        model_sha256: Hash of the input model file.
+        calibration_sha256: Hash of the calibration data (files and reading options).
+    """
+
+    cpu: str
+    int8_instructions: list[str]
+    threads: int
+    python: str
+    model_sha256: str
+    calibration_sha256: str
+
+
+@dataclass
 class GateResult:
     """One CI gate's verdict.
 
@@ -169,6 +190,7 @@ class Report:
     latency: LatencySummary | None = None
     notes: list[str] = field(default_factory=list)
     gates: list[GateResult] = field(default_factory=list)
+    environment: EnvironmentSummary | None = None
     verified: bool = False
     schema_version: int = SCHEMA_VERSION
 
