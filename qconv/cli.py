@@ -195,6 +195,7 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: Path | None
 @click.option("--min-agreement", type=float, help="Gate: top-1 agreement at least X (0..1).")
 @click.option("--min-sqnr", type=float, help="Gate: every output's SQNR at least DB.")
 @click.option("--min-speedup", type=float, help="Gate: int8 at least X times faster than float.")
+@click.option("--strict", is_flag=True, help="Gate: fail (exit 3) when nothing was quantized.")
 @click.option(
     "--report",
     "reports",
@@ -236,6 +237,7 @@ def quantize(
     min_agreement: float | None,
     min_sqnr: float | None,
     min_speedup: float | None,
+    strict: bool,
     samples: int | None,
     batch_size: int,
     exclude: tuple[str, ...],
@@ -298,7 +300,7 @@ def quantize(
         config,
         calib_cache=calib_cache,
         max_memory=parse_size(max_memory) if max_memory else None,
-        gates=Gates(max_accuracy_drop, min_agreement, min_sqnr, min_speedup),
+        gates=Gates(max_accuracy_drop, min_agreement, min_sqnr, min_speedup, strict),
         threads=threads,
         reports=tuple(reports),
         latency_runs=latency_runs,

@@ -21,12 +21,14 @@ class Gates:
         min_agreement: Smallest allowed top-1 agreement (0..1).
         min_sqnr: Smallest allowed SQNR (dB) of any model output.
         min_speedup: Smallest allowed float/int8 latency ratio.
+        strict: Fail when nothing at all could be quantized.
     """
 
     max_accuracy_drop: float | None = None
     min_agreement: float | None = None
     min_sqnr: float | None = None
     min_speedup: float | None = None
+    strict: bool = False
 
     @property
     def any(self) -> bool:
@@ -65,6 +67,8 @@ def evaluate_gates(gates: Gates, report: Report) -> list[GateResult]:
         results.append(_lower("min-sqnr", gates.min_sqnr, sqnr))
     if gates.min_speedup is not None:
         results.append(_lower("min-speedup", gates.min_speedup, lat.speedup if lat else None))
+    if gates.strict:
+        results.append(_lower("strict", 1, report.quantized_nodes))
     return results
 
 

@@ -95,6 +95,11 @@ def quantize_model(
     plan = make_plan(model, config)
     for note in plan.notes:
         decisions.note(note)
+    if not plan.quantized_nodes():
+        decisions.note(
+            "NOTHING WAS QUANTIZED: no node has an integer form here (see the reasons per node); "
+            "the output is the prepared float model. --strict turns this into exit code 3"
+        )
     started = time.perf_counter()
     stats, passes = _calibrate(
         prepared,

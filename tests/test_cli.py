@@ -298,3 +298,27 @@ def test_compare_refuses_models_with_different_inputs(workdir, tmp_path):
     other = SAMPLES / "digits_mobilenet.onnx"
     result = invoke("compare", str(workdir / "digits_cnn.onnx"), str(other), *eval_args(workdir))
     assert result.exit_code == 2
+
+
+def test_a_model_with_nothing_to_quantize_warns_and_fails_under_strict(workdir):
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["input"], ["y"], axis=1)],
+        "g",
+        [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 1, 8, 8])],
+    )
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+        workdir / "digits_cnn.onnx",
+    )
+    lenient = invoke(*quantize_args(workdir, "--json"))
+    assert lenient.exit_code == 0
+    report = json.loads(lenient.stdout)
+    assert report["summary"]["quantized_nodes"] == 0
+    assert any("NOTHING WAS QUANTIZED" in note for note in report["notes"])
+    strict = invoke(*quantize_args(workdir, "--strict"))
+    assert strict.exit_code == 3
+    assert "gate strict failed" in strict.stderr
