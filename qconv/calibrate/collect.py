@@ -44,6 +44,8 @@ def collect_statistics(
 ) -> dict[str, TensorStats]:
     """One pass over ``reader``: min/max and histogram of each tensor in ``tensors``."""
     names = list(dict.fromkeys(tensors))
+    if not names:
+        return {}  # onnxruntime reads an empty output list as "every output"
     session = create_session(with_outputs(model, names), threads=threads)
     stats = {name: TensorStats(bins_per_side) for name in names}
     total = reader.num_batches
