@@ -228,6 +228,8 @@ def tensor_fidelity(
     from qconv.calibrate.collect import with_outputs
 
     float_names, int8_names = list(pairs), list(pairs.values())
+    if not pairs:
+        return {}
     float_session = create_session(with_outputs(float_model, float_names), threads=threads)
     int8_session = create_session(with_outputs(int8_model, int8_names), threads=threads)
     accumulators = {name: _Accumulator() for name in float_names}
