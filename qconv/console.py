@@ -75,6 +75,8 @@ class Console:
             self.out.print(_rewrites_table(report))
         if self.verbosity >= 1:
             self.out.print(_ops_table(report))
+            if report.latency and report.latency.int8_ops_ms:
+                self.out.print(_profile_table(report))
         for note in report.notes:
             self.out.print(f"note: {note}")
 
@@ -216,4 +218,19 @@ def _ops_table(report: Report) -> Table:
     table = Table("op", "float", "int8", title="op histogram", title_justify="left")
     for op in sorted(set(m.float_ops) | set(m.int8_ops)):
         table.add_row(op, str(m.float_ops.get(op, 0)), str(m.int8_ops.get(op, 0)))
+    return table
+
+
+def _profile_table(report: Report) -> Table:
+    lat = report.latency
+    table = Table(
+        "op (as run)",
+        "float ms",
+        "int8 ms",
+        title="time per op type, per run",
+        title_justify="left",
+    )
+    for op in sorted(set(lat.float_ops_ms) | set(lat.int8_ops_ms)):
+        f, q = lat.float_ops_ms.get(op), lat.int8_ops_ms.get(op)
+        table.add_row(op, "-" if f is None else f"{f:.4f}", "-" if q is None else f"{q:.4f}")
     return table

@@ -241,3 +241,30 @@ def tensor_fidelity(
         for name, ref, app in zip(float_names, reference, approx, strict=True):
             accumulators[name].add(ref, app)
     return {name: acc.result(name) for name, acc in accumulators.items()}
+
+
+def profile_ops(
+    model: onnx.ModelProto, feed: Feed, *, threads: int = 1, runs: int = 20
+) -> dict[str, float]:
+    """Milliseconds per run spent in each op type, from onnxruntime's profiler.
+
+    The op types are the kernels onnxruntime actually runs after its graph optimizations
+    (QLinearConv, QGemm, ...), so a user sees where int8 time goes.
+    """
+    import json
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="qconv-profile-") as folder:
+        session = create_session(
+            model, threads=threads, spin=False, profile_prefix=str(Path(folder) / "p")
+        )
+        for _ in range(runs):
+            session.run(None, feed)
+        trace = json.loads(Path(session.end_profiling()).read_text())
+    totals: dict[str, float] = {}
+    for event in trace:
+        if event.get("cat") == "Node" and str(event.get("name", "")).endswith("_kernel_time"):
+            op = event.get("args", {}).get("op_name", "?")
+            totals[op] = totals.get(op, 0.0) + event.get("dur", 0) / 1000.0 / runs
+    return dict(sorted(totals.items(), key=lambda item: -item[1]))

@@ -17,7 +17,13 @@ from qconv.calibrate.cache import CalibrationCache, data_key
 from qconv.config import DataConfig, QuantizeConfig
 from qconv.data import DataReader, input_specs, is_synthetic, open_reader
 from qconv.environment import cpu_description, file_sha256
-from qconv.evaluate import evaluate, first_sample, measure_latency, tensor_fidelity
+from qconv.evaluate import (
+    evaluate,
+    first_sample,
+    measure_latency,
+    profile_ops,
+    tensor_fidelity,
+)
 from qconv.gates import Gates, evaluate_gates
 from qconv.model_io import check_output_path, load_proto, save_model, write_text
 from qconv.quantize import quantize_model
@@ -113,15 +119,20 @@ def run_quantize(job: QuantizeJob, progress: Progress | None = None) -> Report:
         evaluation_reader,
         threads=job.threads,
     )
-    latency = None
+    latency, profiles = None, None
     if job.latency_runs:
+        models = {"float": float_model, "int8": result.model}
+        feed = first_sample(evaluation_reader, specs)
         latency = measure_latency(
-            {"float": float_model, "int8": result.model},
-            first_sample(evaluation_reader, specs),
+            models,
+            feed,
             threads=job.threads or 1,
             runs=job.latency_runs,
             on_run=progress.step("timing", job.latency_runs),
         )
+        profiles = {
+            key: profile_ops(model, feed, threads=job.threads or 1) for key, model in models.items()
+        }
     report = build_report(
         float_model=float_model,
         result=result,
@@ -133,6 +144,7 @@ def run_quantize(job: QuantizeJob, progress: Progress | None = None) -> Report:
         evaluation_data=str(job.data.eval or f"{job.data.calib} (calibration slice)"),
         tensor_fidelity=fidelity,
         latency=latency,
+        profiles=profiles,
         threads=job.threads or 1,
         synthetic_data=is_synthetic(calibration),
     )

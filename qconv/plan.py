@@ -100,8 +100,8 @@ class QuantizationPlan:
 
     @property
     def calibration_tensors(self) -> list[str]:
-        """Names of the float-model tensors whose statistics the plan needs."""
-        return sorted(set(self.activations.values()))
+        """Names of the float-model tensors whose statistics the plan needs, in graph order."""
+        return list(dict.fromkeys(self.activations.values()))
 
     def root(self, value: ir.Value) -> ir.Value:
         """The value whose parameters ``value`` uses (itself unless it shares a scale)."""

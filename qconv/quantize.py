@@ -49,6 +49,7 @@ class QuantizationResult:
         qdq_model: The model in QDQ form (equal to ``model`` unless QOperator was asked for),
             where every quantized tensor is visible as a DequantizeLinear output.
         dequantized: Float-model tensor name -> the QDQ model's tensor approximating it.
+        statistics: The calibration statistics of every calibrated tensor.
     """
 
     model: onnx.ModelProto
@@ -62,6 +63,7 @@ class QuantizationResult:
     calibration_passes: int = 1
     qdq_model: onnx.ModelProto | None = None
     dequantized: dict[str, str] = field(default_factory=dict)
+    statistics: dict[str, TensorStats] = field(default_factory=dict)
 
     @property
     def quantized_count(self) -> int:
@@ -138,6 +140,7 @@ def quantize_model(
         calibration_passes=passes,
         qdq_model=qdq_model,
         dequantized=rewrite.dequantized,
+        statistics=stats,
     )
 
 

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import onnx
 import onnxruntime
 
 import qconv
+from qconv.calibrate.histogram import TensorStats
 from qconv.evaluate import Evaluation, Latency, OutputFidelity
 from qconv.model_io import default_opset
 from qconv.quantize import QuantizationResult
 from qconv.report.model import (
     CalibrationSummary,
     EvaluationSummary,
+    HistogramData,
     LatencySummary,
     ModelSummary,
     NodeEntry,
@@ -44,6 +47,7 @@ def build_report(
     evaluation_data: str = "",
     tensor_fidelity: dict[str, OutputFidelity] | None = None,
     latency: dict[str, Latency] | None = None,
+    profiles: dict[str, dict[str, float]] | None = None,
     threads: int = 1,
     synthetic_data: bool = False,
 ) -> Report:
@@ -73,7 +77,7 @@ def build_report(
         ],
         tensors=_tensors(result, tensor_fidelity or {}),
         evaluation=_evaluation(evaluation, evaluation_data) if evaluation else None,
-        latency=_latency(latency, threads) if latency else None,
+        latency=_latency(latency, threads, profiles) if latency else None,
         notes=list(result.log.notes),
         verified=True,
     )
@@ -96,7 +100,36 @@ def _model_summary(
     )
 
 
+CHART_BINS = 96
+HISTOGRAMS_KEPT = 5
+
+
 def _tensors(result: QuantizationResult, fidelity: dict[str, OutputFidelity]) -> list[TensorEntry]:
+    entries = _tensor_entries(result, fidelity)
+    measured = sorted((e for e in entries if e.sqnr_db is not None), key=lambda e: e.sqnr_db)
+    for entry in measured[:HISTOGRAMS_KEPT]:
+        stats = result.statistics.get(entry.tensor)
+        if stats is not None and not stats.empty:
+            entry.histogram = chart_histogram(stats)
+    return entries
+
+
+def chart_histogram(stats: TensorStats, bins: int = CHART_BINS) -> HistogramData:
+    """The used part of a histogram, regrouped into about ``bins`` bars."""
+    edges = stats.bin_edges()
+    used = np.flatnonzero(stats.counts)
+    first, last = int(used[0]), int(used[-1]) + 1
+    group = max(1, -(-(last - first) // bins))
+    counts = stats.counts[first:last]
+    padded = np.append(counts, np.zeros((-len(counts)) % group, dtype=counts.dtype))
+    grouped = padded.reshape(-1, group).sum(axis=1)
+    grouped_edges = edges[first : first + group * len(grouped) + 1 : group]
+    return HistogramData([float(e) for e in grouped_edges], [int(c) for c in grouped])
+
+
+def _tensor_entries(
+    result: QuantizationResult, fidelity: dict[str, OutputFidelity]
+) -> list[TensorEntry]:
     entries = []
     for name, tensor_range in result.ranges.items():
         measured = fidelity.get(name)
@@ -127,9 +160,23 @@ def _evaluation(evaluation: Evaluation, data: str) -> EvaluationSummary:
     )
 
 
-def _latency(latency: dict[str, Latency], threads: int) -> LatencySummary:
+def _latency(
+    latency: dict[str, Latency],
+    threads: int,
+    profiles: dict[str, dict[str, float]] | None = None,
+) -> LatencySummary:
     f, q = latency["float"], latency["int8"]
-    return LatencySummary(threads, f.runs, f.median_ms, f.p90_ms, q.median_ms, q.p90_ms)
+    profiles = profiles or {}
+    return LatencySummary(
+        threads,
+        f.runs,
+        f.median_ms,
+        f.p90_ms,
+        q.median_ms,
+        q.p90_ms,
+        float_ops_ms=profiles.get("float", {}),
+        int8_ops_ms=profiles.get("int8", {}),
+    )
 
 
 def compare_report(

@@ -11,6 +11,7 @@ def to_markdown(report: Report) -> str:
         _evaluation(report),
         _worst(report),
         _ops(report),
+        _profile(report),
         _nodes(report),
         _rewrites(report),
         _notes(report),
@@ -100,6 +101,18 @@ def _ops(report: Report) -> str:
     ops = sorted(set(m.float_ops) | set(m.int8_ops))
     rows = [[op, str(m.float_ops.get(op, 0)), str(m.int8_ops.get(op, 0))] for op in ops]
     return "### Op histogram\n\n" + _table(["op", "float", "int8"], rows)
+
+
+def _profile(report: Report) -> str:
+    lat = report.latency
+    if lat is None or not lat.int8_ops_ms:
+        return ""
+    rows = []
+    for op in sorted(set(lat.float_ops_ms) | set(lat.int8_ops_ms)):
+        f, q = lat.float_ops_ms.get(op), lat.int8_ops_ms.get(op)
+        rows.append([op, "-" if f is None else f"{f:.4f}", "-" if q is None else f"{q:.4f}"])
+    title = "### Time per op type (onnxruntime profiler, ms per run)\n\n"
+    return title + _table(["op (as run)", "float", "int8"], rows)
 
 
 def _nodes(report: Report) -> str:

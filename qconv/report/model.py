@@ -73,6 +73,15 @@ class RewriteEntry:
 
 
 @dataclass
+class HistogramData:
+    """A coarse copy of a calibration histogram for charts: ``counts[i]`` values fell in
+    ``[edges[i], edges[i + 1])``."""
+
+    edges: list[float]
+    counts: list[int]
+
+
+@dataclass
 class TensorEntry:
     """One calibrated activation tensor.
 
@@ -84,6 +93,7 @@ class TensorEntry:
         zero_point: Quantization zero point.
         method: The range method that chose the range (``--calibration auto`` picks per tensor).
         sqnr_db: SQNR of the int8 model's tensor against the float one (None if not measured).
+        histogram: The calibration histogram, kept for the worst tensors only.
     """
 
     tensor: str
@@ -93,6 +103,7 @@ class TensorEntry:
     zero_point: int
     method: str = ""
     sqnr_db: float | None = None
+    histogram: HistogramData | None = None
 
 
 @dataclass
@@ -119,7 +130,8 @@ class EvaluationSummary:
 
 @dataclass
 class LatencySummary:
-    """Batch-1 latency of both models measured in the same process, interleaved."""
+    """Batch-1 latency of both models measured in the same process, interleaved, and the
+    time per op type from onnxruntime's profiler (``*_ops_ms``, milliseconds per run)."""
 
     threads: int
     runs: int
@@ -127,6 +139,8 @@ class LatencySummary:
     float_p90_ms: float
     int8_median_ms: float
     int8_p90_ms: float
+    float_ops_ms: dict[str, float] = field(default_factory=dict)
+    int8_ops_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def speedup(self) -> float:
