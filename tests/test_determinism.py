@@ -16,6 +16,8 @@ TIMING_KEYS = {
     "int8_median_ms",
     "int8_p90_ms",
     "speedup",
+    "float_ops_ms",
+    "int8_ops_ms",
 }
 
 
