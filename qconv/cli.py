@@ -197,6 +197,14 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: Path | None
 @click.option("--min-speedup", type=float, help="Gate: int8 at least X times faster than float.")
 @click.option("--strict", is_flag=True, help="Gate: fail (exit 3) when nothing was quantized.")
 @click.option(
+    "--exclude-from",
+    "exclude_from",
+    multiple=True,
+    metavar="REPORT.json[:worst=N]",
+    help="Keep float the layers a report's sensitivity analysis names (the N worst).",
+)
+@click.option("--analyze", is_flag=True, help="Add a per-layer sensitivity analysis to the report.")
+@click.option(
     "--report",
     "reports",
     multiple=True,
@@ -241,6 +249,8 @@ def quantize(
     samples: int | None,
     batch_size: int,
     exclude: tuple[str, ...],
+    exclude_from: tuple[str, ...],
+    analyze: bool,
     reports: tuple[Path, ...],
     threads: int | None,
     latency_runs: int,
@@ -281,7 +291,7 @@ def quantize(
         symmetric_activations=symmetric_activations,
         calibration=CalibrationMethod(calibration),
         percentile=percentile,
-        exclude=tuple(item.strip() for entry in exclude for item in entry.split(",") if item),
+        exclude=_exclusions(exclude, exclude_from),
         fuse=not no_fuse,
     )
     data = DataConfig(
@@ -301,6 +311,7 @@ def quantize(
         calib_cache=calib_cache,
         max_memory=parse_size(max_memory) if max_memory else None,
         gates=Gates(max_accuracy_drop, min_agreement, min_sqnr, min_speedup, strict),
+        analyze=analyze,
         threads=threads,
         reports=tuple(reports),
         latency_runs=latency_runs,
@@ -395,6 +406,87 @@ def compare(
     with console.progress() as progress:
         report = run_compare(job, progress)
     _render(console, report, as_json)
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--calib", required=True, help="Calibration data (any reader format).")
+@click.option("--eval", "eval_data", help="Data for the analysis (default: calibration slice).")
+@click.option("--labels", help="Name of the integer label array in the --eval data.")
+@click.option("--preprocess", help="Image preprocessing for an image folder (see quantize).")
+@click.option("--shape", "shapes", multiple=True, metavar="NAME=D1,D2,...")
+@click.option(
+    "--calibration",
+    type=click.Choice(["minmax", "percentile", "entropy", "mse", "auto"]),
+    default="minmax",
+    show_default=True,
+)
+@click.option("--samples", type=int, help="Use at most N calibration samples.")
+@click.option("--batch-size", type=int, default=1, show_default=True)
+@click.option("--exclude", multiple=True, metavar="NODE_OR_OPTYPE")
+@click.option("--threads", type=int)
+@click.option("--report", "reports", multiple=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@_handle_errors
+def analyze(
+    model: Path,
+    calib: str,
+    eval_data: str | None,
+    labels: str | None,
+    preprocess: str | None,
+    shapes: tuple[str, ...],
+    calibration: str,
+    samples: int | None,
+    batch_size: int,
+    exclude: tuple[str, ...],
+    threads: int | None,
+    reports: tuple[Path, ...],
+    as_json: bool,
+) -> None:
+    """Rank MODEL's quantized layers by the output error each one causes (writes no model).
+
+    For each layer: output SQNR with only that layer quantized, and with every layer but that
+    one quantized. Feed the report to `quantize --exclude-from REPORT.json:worst=N`.
+    """
+    from qconv.config import CalibrationMethod, DataConfig, QuantizeConfig, parse_shape
+    from qconv.console import Console
+    from qconv.job import QuantizeJob, run_quantize
+
+    data = DataConfig(
+        calib=_data_path(calib),
+        eval=_data_path(eval_data),
+        labels=labels,
+        samples=samples,
+        batch_size=batch_size,
+        preprocess=preprocess,
+        shapes=tuple(parse_shape(s) for s in shapes),
+    )
+    config = QuantizeConfig(
+        calibration=CalibrationMethod(calibration), exclude=_exclusions(exclude, ())
+    )
+    job = QuantizeJob(
+        model,
+        None,
+        data,
+        config,
+        threads=threads,
+        reports=tuple(reports),
+        latency_runs=0,
+        analyze=True,
+    )
+    console = Console()
+    with console.progress() as progress:
+        report = run_quantize(job, progress)
+    _render(console, report, as_json)
+
+
+def _exclusions(exclude: tuple[str, ...], exclude_from: tuple[str, ...]) -> tuple[str, ...]:
+    from qconv.exclusions import exclusions_from_report
+
+    names = [item.strip() for entry in exclude for item in entry.split(",") if item.strip()]
+    for spec in exclude_from:
+        names += exclusions_from_report(spec)
+    return tuple(dict.fromkeys(names))
 
 
 def _data_path(value: str | None) -> Path | str | None:

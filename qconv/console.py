@@ -71,6 +71,8 @@ class Console:
             self.out.print(_worst_table(report))
         if report.nodes:
             self.out.print(_nodes_table(report, verbose=self.verbosity >= 1))
+        if report.sensitivity:
+            self.out.print(_sensitivity_table(report, rows=None if self.verbosity >= 1 else 10))
         if self.verbosity >= 1 and report.rewrites:
             self.out.print(_rewrites_table(report))
         if self.verbosity >= 1:
@@ -233,4 +235,24 @@ def _profile_table(report: Report) -> Table:
     for op in sorted(set(lat.float_ops_ms) | set(lat.int8_ops_ms)):
         f, q = lat.float_ops_ms.get(op), lat.int8_ops_ms.get(op)
         table.add_row(op, "-" if f is None else f"{f:.4f}", "-" if q is None else f"{q:.4f}")
+    return table
+
+
+def _sensitivity_table(report: Report, rows: int | None) -> Table:
+    sens = report.sensitivity
+    title = (
+        f"most sensitive layers (fully quantized output SQNR {sens.full_sqnr_db:.1f} dB; "
+        f"{sens.samples} samples, {sens.seconds:.1f} s)"
+    )
+    table = Table(
+        "layer", "op", "SQNR alone", "SQNR without", "gain dB", title=title, title_justify="left"
+    )
+    for layer in sens.layers[:rows]:
+        table.add_row(
+            layer.node,
+            layer.op_type,
+            f"{layer.alone_sqnr_db:.1f}",
+            f"{layer.without_sqnr_db:.1f}",
+            f"{layer.gain_db:+.2f}",
+        )
     return table

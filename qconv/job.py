@@ -29,7 +29,12 @@ from qconv.model_io import check_output_path, load_proto, save_model, write_text
 from qconv.quantize import quantize_model
 from qconv.report import check_report_paths, render_file
 from qconv.report.build import build_report
-from qconv.report.model import EnvironmentSummary, Report
+from qconv.report.model import (
+    EnvironmentSummary,
+    Report,
+    SensitivityEntry,
+    SensitivitySummary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +59,7 @@ class QuantizeJob:
 
     Attributes:
         model: The float model file.
-        output: Where the int8 model goes.
+        output: Where the int8 model goes (None: analyze only, write no model).
         data: Calibration/evaluation data.
         config: How to quantize.
         threads: Threads for latency runs (and every other session when set).
@@ -63,10 +68,11 @@ class QuantizeJob:
         calib_cache: File to reuse calibration statistics from (and store them in).
         max_memory: Byte budget for tensors exposed during calibration.
         gates: CI thresholds; failures are recorded in the report (the CLI exits 3).
+        analyze: Run the per-layer sensitivity analysis and add it to the report.
     """
 
     model: Path
-    output: Path
+    output: Path | None
     data: DataConfig
     config: QuantizeConfig
     threads: int | None = None
@@ -75,12 +81,14 @@ class QuantizeJob:
     calib_cache: Path | None = None
     max_memory: int | None = None
     gates: Gates = field(default_factory=Gates)
+    analyze: bool = False
 
 
 def run_quantize(job: QuantizeJob, progress: Progress | None = None) -> Report:
     """Quantize ``job.model``, write the model and reports, and return the report."""
     progress = progress or SilentProgress()
-    check_output_path(job.output, job.model)
+    if job.output is not None:
+        check_output_path(job.output, job.model)
     check_report_paths(list(job.reports))
     job.gates.check_inputs(has_labels=bool(job.data.labels), measures_latency=job.latency_runs > 0)
     float_model = load_proto(job.model)
@@ -104,7 +112,8 @@ def run_quantize(job: QuantizeJob, progress: Progress | None = None) -> Report:
             f"RANGES COME FROM RANDOM DATA ({job.data.calib}): fine for latency, meaningless "
             "for accuracy; calibrate with real inputs before shipping this model"
         )
-    save_model(result.model, job.output)
+    if job.output is not None:
+        save_model(result.model, job.output)
     evaluation = evaluate(
         float_model,
         result.model,
@@ -137,7 +146,7 @@ def run_quantize(job: QuantizeJob, progress: Progress | None = None) -> Report:
         float_model=float_model,
         result=result,
         input_path=str(job.model),
-        output_path=str(job.output),
+        output_path=str(job.output) if job.output else None,
         options=_options(job),
         calibration_data=str(job.data.calib),
         evaluation=evaluation,
@@ -148,11 +157,34 @@ def run_quantize(job: QuantizeJob, progress: Progress | None = None) -> Report:
         threads=job.threads or 1,
         synthetic_data=is_synthetic(calibration),
     )
+    if job.analyze:
+        report.sensitivity = _sensitivity(result, evaluation_reader, job, progress)
     report.gates = evaluate_gates(job.gates, report)
     report.environment = _environment(job)
     for path in job.reports:
         write_text(path, render_file(report, path))
     return report
+
+
+def _sensitivity(result, reader: DataReader, job: QuantizeJob, progress) -> SensitivitySummary:
+    from qconv.analyze import analyze
+
+    analysis = analyze(
+        result.prepared,
+        result,
+        reader,
+        threads=job.threads,
+        on_step=progress.step("analyzing", result.quantized_count),
+    )
+    return SensitivitySummary(
+        full_sqnr_db=analysis.full_sqnr_db,
+        samples=analysis.samples,
+        seconds=analysis.seconds,
+        layers=[
+            SensitivityEntry(s.node, s.op_type, s.alone_sqnr_db, s.without_sqnr_db, s.gain_db)
+            for s in analysis.layers
+        ],
+    )
 
 
 def _environment(job: QuantizeJob) -> EnvironmentSummary:

@@ -50,6 +50,8 @@ class QuantizationResult:
             where every quantized tensor is visible as a DequantizeLinear output.
         dequantized: Float-model tensor name -> the QDQ model's tensor approximating it.
         statistics: The calibration statistics of every calibrated tensor.
+        folded_bounds: QDQ-model DequantizeLinear output -> the (low, high) clamp of the Relu
+            or Clip folded into its range (the float computation needs it back).
     """
 
     model: onnx.ModelProto
@@ -64,6 +66,7 @@ class QuantizationResult:
     qdq_model: onnx.ModelProto | None = None
     dequantized: dict[str, str] = field(default_factory=dict)
     statistics: dict[str, TensorStats] = field(default_factory=dict)
+    folded_bounds: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
 
     @property
     def quantized_count(self) -> int:
@@ -141,6 +144,7 @@ def quantize_model(
         qdq_model=qdq_model,
         dequantized=rewrite.dequantized,
         statistics=stats,
+        folded_bounds=rewrite.folded_bounds,
     )
 
 

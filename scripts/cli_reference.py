@@ -16,7 +16,7 @@ from qconv.cli import main
 README = Path(__file__).resolve().parent.parent / "README.md"
 START = "<!-- cli-reference:start -->"
 END = "<!-- cli-reference:end -->"
-COMMANDS = ([], ["quantize"], ["compare"], ["inspect"])
+COMMANDS = ([], ["quantize"], ["analyze"], ["compare"], ["inspect"])
 
 
 def reference() -> str:

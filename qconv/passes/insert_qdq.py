@@ -39,12 +39,21 @@ PASS = "insert_qdq"
 
 @dataclass(frozen=True)
 class QuantizedConstant:
-    """A constant stored in integer form, for the report."""
+    """A constant stored in integer form.
+
+    Attributes:
+        node: The node that reads it.
+        tensor: The original float initializer's name.
+        kind: ``weight``, ``bias`` or ``constant``.
+        params: Its quantization parameters.
+        dequantized: The DequantizeLinear output that replaced it as the node's input.
+    """
 
     node: str
     tensor: str
     kind: str
     params: QuantParams
+    dequantized: str = ""
 
 
 class InsertQDQPass(ir.passes.InPlacePass):
@@ -67,11 +76,15 @@ class InsertQDQPass(ir.passes.InPlacePass):
         self._activation_inits: dict[ir.Value, tuple[ir.Value, ir.Value | None]] = {}
         # float-model tensor name -> name of the DequantizeLinear output that approximates it
         self.dequantized: dict[str, str] = {}
+        # DequantizeLinear output -> (low, high) of the Relu/Clip folded into its range
+        self.folded_bounds: dict[str, tuple[float | None, float | None]] = {}
+        self._bounds: dict[ir.Value, tuple[float | None, float | None]] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         self.namer = Namer(graph)
         for activation in self.plan.folded:
+            self._bounds[activation.inputs[0]] = _activation_bounds(activation)
             bypass(activation, activation.inputs[0])
             graph.remove(activation, safe=True)
         for spec in self.plan.constants:
@@ -99,6 +112,8 @@ class InsertQDQPass(ir.passes.InPlacePass):
         q.outputs[0].shape = value.shape
         dq.outputs[0].name = f"{base}_dq"
         self.dequantized[float_name] = dq.outputs[0].name
+        if value in self._bounds:
+            self.folded_bounds[dq.outputs[0].name] = self._bounds[value]
         dq.outputs[0].type = value.type
         dq.outputs[0].shape = value.shape
         for use in list(value.uses()):
@@ -107,6 +122,8 @@ class InsertQDQPass(ir.passes.InPlacePass):
         if value.is_graph_output():
             _hand_over_graph_output(graph, value, dq.outputs[0], self.namer)
             self.dequantized[float_name] = dq.outputs[0].name
+            if value in self._bounds:
+                self.folded_bounds[dq.outputs[0].name] = self._bounds[value]
         producer = value.producer()
         if producer is not None and producer.graph is graph:
             graph.insert_after(producer, [q, dq])
@@ -148,7 +165,9 @@ class InsertQDQPass(ir.passes.InPlacePass):
         dq.outputs[0].shape = ir.Shape(stored.shape)
         spec.node.replace_input_with(spec.index, dq.outputs[0])
         graph.insert_before(spec.node, dq)
-        self.constants.append(QuantizedConstant(spec.node.name or "", name, spec.kind, qp))
+        self.constants.append(
+            QuantizedConstant(spec.node.name or "", name, spec.kind, qp, dq.outputs[0].name)
+        )
 
     def _weight_params(self, spec: WeightSpec) -> QuantParams:
         key = (id(spec.node), spec.axis)
@@ -174,6 +193,21 @@ class InsertQDQPass(ir.passes.InPlacePass):
         scale = qb.scale if axis is not None else np.float32(qb.scale.reshape(-1)[0])
         zero = zero if axis is not None else np.int32(0)
         return qb.values, QuantParams(np.asarray(scale), np.asarray(zero), weight_qp.qtype, axis)
+
+
+def _activation_bounds(node: ir.Node) -> tuple[float | None, float | None]:
+    """The clamp a folded Relu or Clip applied: (0, None) for Relu, (min, max) for Clip."""
+    if node.op_type == "Relu":
+        return 0.0, None
+    bounds = []
+    for index, attribute in ((1, "min"), (2, "max")):
+        value = node.inputs[index] if len(node.inputs) > index else None
+        array = constant_array(value)
+        if array is not None:
+            bounds.append(float(array))
+        else:
+            bounds.append(node.attributes.get_float(attribute, None))
+    return bounds[0], bounds[1]
 
 
 def _needs_zero_point(spec: WeightSpec, qp: QuantParams) -> bool:

@@ -10,6 +10,7 @@ def to_markdown(report: Report) -> str:
         _summary(report),
         _evaluation(report),
         _worst(report),
+        _sensitivity(report),
         _ops(report),
         _profile(report),
         _nodes(report),
@@ -94,6 +95,28 @@ def _worst(report: Report) -> str:
     ]
     header = ["tensor", "SQNR dB", "range", "method"]
     return "### Tensors with the worst SQNR\n\n" + _table(header, rows)
+
+
+def _sensitivity(report: Report) -> str:
+    sens = report.sensitivity
+    if sens is None:
+        return ""
+    rows = [
+        [
+            f"`{s.node}`",
+            s.op_type,
+            f"{s.alone_sqnr_db:.1f}",
+            f"{s.without_sqnr_db:.1f}",
+            f"{s.gain_db:+.2f}",
+        ]
+        for s in sens.layers
+    ]
+    title = (
+        f"### Layer sensitivity\n\nFully quantized output SQNR {sens.full_sqnr_db:.1f} dB on "
+        f"{sens.samples} samples. *Alone*: only that layer quantized; *without*: every layer "
+        "but that one; *gain*: what leaving it float buys.\n\n"
+    )
+    return title + _table(["layer", "op", "SQNR alone", "SQNR without", "gain dB"], rows)
 
 
 def _ops(report: Report) -> str:

@@ -148,6 +148,34 @@ class LatencySummary:
 
 
 @dataclass
+class SensitivityEntry:
+    """One layer's cost in output SQNR (see :mod:`qconv.analyze`)."""
+
+    node: str
+    op_type: str
+    alone_sqnr_db: float
+    without_sqnr_db: float
+    gain_db: float
+
+
+@dataclass
+class SensitivitySummary:
+    """Per-layer sensitivity, most sensitive first.
+
+    Attributes:
+        full_sqnr_db: Output SQNR of the fully quantized model (fake-quantized in float).
+        samples: Evaluation samples used.
+        seconds: Wall time of the analysis.
+        layers: One entry per quantized layer, largest ``gain_db`` first.
+    """
+
+    full_sqnr_db: float
+    samples: int
+    seconds: float
+    layers: list[SensitivityEntry]
+
+
+@dataclass
 class EnvironmentSummary:
     """Where and on what the run happened.
 
@@ -205,6 +233,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     gates: list[GateResult] = field(default_factory=list)
     environment: EnvironmentSummary | None = None
+    sensitivity: SensitivitySummary | None = None
     verified: bool = False
     schema_version: int = SCHEMA_VERSION
 
