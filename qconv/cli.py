@@ -209,7 +209,7 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: Path | None
     "reports",
     multiple=True,
     type=click.Path(path_type=Path),
-    help="Write the report to FILE.json or FILE.md (repeatable).",
+    help="Write the report to FILE.json, FILE.md or FILE.html (repeatable).",
 )
 @click.option("--threads", type=int, help="onnxruntime threads (latency defaults to 1).")
 @click.option(

@@ -140,8 +140,8 @@ def test_output_equal_to_input_is_refused(workdir):
 
 
 def test_unknown_report_format_fails_before_any_work(workdir):
-    result = invoke(*quantize_args(workdir, "--report", str(workdir / "r.html")))
-    assert_clean_failure(result, workdir, "--report", ".html")
+    result = invoke(*quantize_args(workdir, "--report", str(workdir / "r.pdf")))
+    assert_clean_failure(result, workdir, "--report", ".pdf")
 
 
 def test_missing_calibration_file(workdir):

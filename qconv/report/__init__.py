@@ -1,6 +1,7 @@
 """The report: one data object (:mod:`qconv.report.model`) and renderers kept apart from it.
 
-JSON and Markdown renderers live here; the terminal renderer lives in :mod:`qconv.console`, the
+JSON, Markdown and HTML renderers live here (charts for HTML in :mod:`qconv.report.charts`,
+the one module that imports matplotlib); the terminal renderer lives in :mod:`qconv.console`, the
 one module that imports rich.
 """
 
@@ -11,7 +12,7 @@ from pathlib import Path
 from qconv.errors import ConfigError
 from qconv.report.model import Report
 
-REPORT_SUFFIXES = (".json", ".md")
+REPORT_SUFFIXES = (".json", ".md", ".html")
 
 
 def render_file(report: Report, path: Path) -> str:
@@ -24,6 +25,10 @@ def render_file(report: Report, path: Path) -> str:
         from qconv.report.markdown import to_markdown
 
         return to_markdown(report)
+    if path.suffix == ".html":
+        from qconv.report.html import to_html
+
+        return to_html(report)
     raise ConfigError(
         f"--report {path}: unknown report format {path.suffix!r}",
         f"use one of {', '.join(REPORT_SUFFIXES)}",
