@@ -10,12 +10,15 @@ child's resident memory and kill it when it passes a cap.
 Calibration data is random: feeds of ``--batch-size`` samples drawn from N(0, 1) with
 ``numpy.random.default_rng(0)``, one batch at a time, so no run ever holds more than one batch of
 input. qconv reads them through ``open_reader("random", ...)``; the onnxruntime child uses
-:func:`random_batches`, a generator that draws the very same arrays without importing qconv.
+:func:`random_batches`, a generator that draws the very same arrays without importing qconv, and
+reads whole batches only (``samples`` in the report says how many were used; see
+:func:`full_batches`).
 
-Two JSON lines go to stdout: first ``{"event": "baseline", "baseline_rss_mb", ...}`` once the
-imports are done and the model is loaded (so the parent still knows the baseline if it has to
-kill the child), then the report ``{"event": "done", "ok", "seconds", "calibration_seconds",
-"baseline_rss_mb", "import_rss_mb", "peak_rss_mb", "samples", "notes", "error"}``.
+JSON lines go to stdout: first ``{"event": "baseline", "baseline_rss_mb"}`` once the imports are
+done and the model is loaded, then ``{"event": "progress", "samples"}`` per batch (so the parent
+still knows the baseline and how far the run got if it has to kill the child), then the report
+``{"event": "done", "ok", "seconds", "calibration_seconds", "baseline_rss_mb", "import_rss_mb",
+"peak_rss_mb", "samples", "notes", "error"}``.
 
 * ``seconds``: wall time of the whole ``quantize_model`` (qconv) or ``quantize_static``
   (onnxruntime) call; nothing is written to disk by qconv, onnxruntime writes its output model
@@ -68,6 +71,11 @@ def emit(report: dict[str, Any]) -> None:
     print(json.dumps(report), flush=True)
 
 
+def emit_progress(samples: int) -> None:
+    """One line per batch, so the parent knows how far a run got if it has to kill it."""
+    emit({"event": "progress", "samples": samples})
+
+
 def random_batches(model_path: Path, samples: int, batch_size: int) -> Iterator[Feed]:
     """The feeds ``qconv.data.synthetic.RandomReader`` yields (normal, seed 0), drawn lazily.
 
@@ -111,8 +119,11 @@ def qconv_calibrate(model_path: Path, method: str, samples: int, batch_size: int
     config = QuantizeConfig(calibration=CalibrationMethod(method))
     reader = open_reader("random", input_specs(model), batch_size=batch_size, samples=samples)
 
+    def progress(batches: int, _total: int) -> None:
+        emit_progress(min(batches * batch_size, samples))
+
     def run() -> tuple[float | None, list[str]]:
-        result = quantize_model(model, reader, config)
+        result = quantize_model(model, reader, config, on_batch=progress)
         notes = [
             f"calibrated {len(result.ranges)} tensors on {result.calibration_samples} samples "
             f"in {result.calibration_passes} pass(es)"
@@ -122,8 +133,21 @@ def qconv_calibrate(model_path: Path, method: str, samples: int, batch_size: int
     return run
 
 
+def full_batches(samples: int, batch_size: int) -> int:
+    """``samples`` rounded down to whole batches (all of them if that is less than one batch).
+
+    onnxruntime's histogram calibrators (Entropy, Percentile) stack each tensor's batches with
+    ``np.asarray`` and fail when the last batch is shorter (microsoft/onnxruntime#18792), so
+    the onnxruntime child drops the short last batch, for every method alike.
+    """
+    return samples - samples % batch_size if samples >= batch_size else samples
+
+
 def ort_calibrate(model_path: Path, method: str, samples: int, batch_size: int) -> Calibrate:
-    """Build onnxruntime's reader now; the returned function runs quantize_static (QDQ)."""
+    """Build onnxruntime's reader now; the returned function runs quantize_static (QDQ).
+
+    Only whole batches are read: see :func:`full_batches`.
+    """
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -133,16 +157,20 @@ def ort_calibrate(model_path: Path, method: str, samples: int, batch_size: int) 
         quantize_static,
     )
 
+    used = full_batches(samples, batch_size)
+
     class RandomCalibrationReader(CalibrationDataReader):
         """Hands out the seeded random batches one at a time, never a list of them."""
 
         def __init__(self) -> None:
-            self._batches = random_batches(model_path, samples, batch_size)
+            self._batches = random_batches(model_path, used, batch_size)
             self.batches = 0
 
         def get_next(self) -> Feed | None:
             feed = next(self._batches, None)
-            self.batches += feed is not None
+            if feed is not None:
+                self.batches += 1
+                emit_progress(min(self.batches * batch_size, used))
             return feed
 
     calibrate_method = {
@@ -165,7 +193,7 @@ def ort_calibrate(model_path: Path, method: str, samples: int, batch_size: int) 
                 weight_type=QuantType.QInt8,
                 calibrate_method=calibrate_method,
             )
-        return None, [f"read {reader.batches} batches"]
+        return None, [f"read {reader.batches} batches, {used} samples"]
 
     return run
 
@@ -173,7 +201,8 @@ def ort_calibrate(model_path: Path, method: str, samples: int, batch_size: int) 
 def run(tool: str, method: str, model: Path, samples: int, batch_size: int) -> dict[str, Any]:
     """Calibrate once and return the measurements (``ok`` is False with ``error`` on failure)."""
     factory = qconv_calibrate if tool == "qconv" else ort_calibrate
-    report: dict[str, Any] = {"event": "done", "ok": False, "samples": samples, "notes": []}
+    used = samples if tool == "qconv" else full_batches(samples, batch_size)
+    report: dict[str, Any] = {"event": "done", "ok": False, "samples": used, "notes": []}
     report["import_rss_mb"] = peak_rss_mb()
     calibrate = factory(model, method, samples, batch_size)
     report["baseline_rss_mb"] = current_rss_mb()
