@@ -230,14 +230,16 @@ def tensor_fidelity(
     float_names, int8_names = list(pairs), list(pairs.values())
     if not pairs:
         return {}
-    float_session = create_session(with_outputs(float_model, float_names), threads=threads)
-    int8_session = create_session(with_outputs(int8_model, int8_names), threads=threads)
+    float_exposed, float_outputs = with_outputs(float_model, float_names)
+    int8_exposed, int8_outputs = with_outputs(int8_model, int8_names)
+    float_session = create_session(float_exposed, threads=threads)
+    int8_session = create_session(int8_exposed, threads=threads)
     accumulators = {name: _Accumulator() for name in float_names}
     for index, feed in enumerate(reader):
         if index >= max_batches:
             break
-        reference = float_session.run(float_names, feed)
-        approx = int8_session.run(int8_names, feed)
+        reference = float_session.run(float_outputs, feed)
+        approx = int8_session.run(int8_outputs, feed)
         for name, ref, app in zip(float_names, reference, approx, strict=True):
             accumulators[name].add(ref, app)
     return {name: acc.result(name) for name, acc in accumulators.items()}

@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
@@ -70,6 +71,18 @@ def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
 
 def _all_initializers(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
     return list(proto.graph.initializer)
+
+
+def all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node of ``graph`` and, depth first, of the subgraphs its nodes hold."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                yield from all_nodes(attribute.g)
+            elif attribute.type == onnx.AttributeProto.GRAPHS:
+                for subgraph in attribute.graphs:
+                    yield from all_nodes(subgraph)
 
 
 def _check_opset(proto: onnx.ModelProto, path: Path) -> None:

@@ -57,6 +57,8 @@ ROLES: dict[str, Role] = {
     "Split": Role.SHARED,
 }
 FOLDABLE_ACTIVATIONS = ("Relu", "Clip")
+# Ops whose subgraphs are planned like the main graph.
+CONTROL_FLOW = ("If", "Loop", "Scan")
 
 
 @dataclass(frozen=True)
@@ -114,19 +116,78 @@ class QuantizationPlan:
 
 
 def make_plan(model: ir.Model, config: QuantizeConfig) -> QuantizationPlan:
-    """Plan the quantization of ``model``'s main graph under ``config``."""
-    return _Planner(model, config).plan()
+    """Plan the quantization of ``model``'s graph and of its If/Loop/Scan subgraphs.
+
+    Each graph is planned on its own with the same rules; a value of an outer graph read inside
+    a subgraph is one tensor with one Q/DQ pair. Subgraphs of other ops (custom control flow)
+    stay float, each node with the reason.
+    """
+    opset = model.opset_imports.get("", 13)
+    plan = QuantizationPlan()
+    for graph in calibratable_graphs(model.graph):
+        _Planner(graph, config, opset).plan(plan)
+    for node, owner in _uncalibratable_nodes(model.graph):
+        plan.decisions.append(
+            NodeDecision(
+                node_name(node),
+                node.op_type,
+                Reason.SUBGRAPH,
+                f"inside a subgraph of {node_name(owner)} ({owner.op_type}), whose tensors "
+                "qconv cannot calibrate",
+            )
+        )
+    if opset < 13 and not isinstance(config.weight_granularity, PerTensor):
+        plan.notes.append(
+            f"opset {opset} cannot express per-channel Q/DQ (needs 13); weights are "
+            "quantized per tensor"
+        )
+    return plan
+
+
+def calibratable_graphs(graph: ir.Graph) -> list[ir.Graph]:
+    """``graph`` and, depth first, the bodies of its If/Loop/Scan nodes (their tensors can be
+    exposed for calibration, see :mod:`qconv.calibrate.expose`)."""
+    graphs = [graph]
+    for node in graph:
+        if node.op_type in CONTROL_FLOW and node.domain in ("", "ai.onnx"):
+            for subgraph in _subgraphs(node):
+                graphs += calibratable_graphs(subgraph)
+    return graphs
+
+
+def _uncalibratable_nodes(graph: ir.Graph) -> list[tuple[ir.Node, ir.Node]]:
+    """Nodes inside subgraphs of ops other than If/Loop/Scan, with the op owning each."""
+    found = []
+    for node in graph:
+        controlled = node.op_type in CONTROL_FLOW and node.domain in ("", "ai.onnx")
+        for subgraph in _subgraphs(node):
+            if controlled:
+                found += _uncalibratable_nodes(subgraph)
+            else:
+                found += [(inner, node) for inner in subgraph.all_nodes()]
+    return found
+
+
+def _subgraphs(node: ir.Node) -> list[ir.Graph]:
+    graphs = []
+    for attribute in node.attributes.values():
+        if attribute.type is ir.AttributeType.GRAPH:
+            graphs.append(attribute.value)
+        elif attribute.type is ir.AttributeType.GRAPHS:
+            graphs += list(attribute.value)
+    return graphs
 
 
 class _Planner:
-    def __init__(self, model: ir.Model, config: QuantizeConfig) -> None:
-        self.graph = model.graph
+    def __init__(self, graph: ir.Graph, config: QuantizeConfig, opset: int) -> None:
+        self.graph = graph
         self.config = config
-        self.opset = model.opset_imports.get("", 13)
+        self.opset = opset
         self.refusals: dict[ir.Node, tuple[Reason, str]] = {}
         self.quantized: set[ir.Node] = set()
 
-    def plan(self) -> QuantizationPlan:
+    def plan(self, plan: QuantizationPlan) -> None:
+        """Add this graph's nodes, tensors and decisions to ``plan``."""
         nodes = list(self.graph)
         for node in nodes:
             refusal = self._refusal(node)
@@ -134,17 +195,10 @@ class _Planner:
                 self.refusals[node] = refusal
         self.quantized = {n for n in nodes if n not in self.refusals and _role(n) is Role.WEIGHTED}
         self._propagate(nodes)
-        plan = QuantizationPlan()
         folded = self._fold_activations(nodes)
         self._collect_tensors(plan, nodes, folded)
-        plan.folded = list(folded.values())
-        plan.decisions = [self._decision(n, folded) for n in nodes]
-        if self.opset < 13 and not isinstance(self.config.weight_granularity, PerTensor):
-            plan.notes.append(
-                f"opset {self.opset} cannot express per-channel Q/DQ (needs 13); weights are "
-                "quantized per tensor"
-            )
-        return plan
+        plan.folded += list(folded.values())
+        plan.decisions += [self._decision(n, folded) for n in nodes]
 
     # -- eligibility -------------------------------------------------------------------------
 
@@ -233,6 +287,8 @@ class _Planner:
             return False
         if node.op_type in self.config.exclude:
             return False
+        if any(reader.graph is not node.graph for reader in node.outputs[0].consumers()):
+            return False  # read inside a subgraph, which is planned separately
         return node.op_type == "Relu" or _clip_min(node, self.opset) == 0.0
 
     # -- tensors -----------------------------------------------------------------------------

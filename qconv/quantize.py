@@ -25,6 +25,7 @@ from qconv.config import QuantFormat, QuantizeConfig
 from qconv.data import DataReader
 from qconv.decisions import DecisionLog, NodeDecision
 from qconv.errors import ConfigError, VerificationError
+from qconv.model_io import all_nodes
 from qconv.passes import prepare
 from qconv.passes.insert_qdq import InsertQDQPass, QuantizedConstant
 from qconv.plan import make_plan
@@ -194,7 +195,8 @@ def _calibrate(
 
 def check_exclusions(model: onnx.ModelProto, exclude: tuple[str, ...]) -> None:
     """Every --exclude entry must name a node or an op type of the model: typos are errors."""
-    known = {n.name for n in model.graph.node} | {n.op_type for n in model.graph.node}
+    nodes = list(all_nodes(model.graph))
+    known = {n.name for n in nodes} | {n.op_type for n in nodes}
     unknown = [entry for entry in exclude if entry not in known]
     if unknown:
         raise ConfigError(

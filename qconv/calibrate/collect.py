@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import onnx
 
+from qconv.calibrate.expose import expose
 from qconv.calibrate.histogram import TensorStats
 from qconv.data import DataReader
 from qconv.errors import DataError
@@ -23,14 +24,19 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int], None]
 
 
-def with_outputs(model: onnx.ModelProto, tensors: Sequence[str]) -> onnx.ModelProto:
-    """A copy of ``model`` that also returns ``tensors`` (onnxruntime infers their types)."""
-    exposed = copy.deepcopy(model)
-    existing = {o.name for o in exposed.graph.output}
-    for name in tensors:
-        if name not in existing:
-            exposed.graph.output.append(onnx.ValueInfoProto(name=name))
-    return exposed
+def with_outputs(
+    model: onnx.ModelProto, tensors: Sequence[str]
+) -> tuple[onnx.ModelProto, list[str]]:
+    """A copy of ``model`` that also returns ``tensors``, and the output name of each.
+
+    Tensors inside If/Loop/Scan bodies are carried out to the main graph (see
+    :mod:`qconv.calibrate.expose`); onnxruntime infers the new outputs' types.
+    """
+    exposed, mapping = expose(model, tensors)
+    missing = [name for name in tensors if name not in mapping]
+    if missing:
+        raise ValueError(f"no graph of the model computes {', '.join(missing[:3])}")
+    return exposed, [mapping[name] for name in tensors]
 
 
 def collect_statistics(
@@ -46,11 +52,12 @@ def collect_statistics(
     names = list(dict.fromkeys(tensors))
     if not names:
         return {}  # onnxruntime reads an empty output list as "every output"
-    session = create_session(with_outputs(model, names), threads=threads)
+    exposed, outputs = with_outputs(model, names)
+    session = create_session(exposed, threads=threads)
     stats = {name: TensorStats(bins_per_side) for name in names}
     total = reader.num_batches
     for index, feed in enumerate(reader):
-        values = run_batch(session, names, feed, index)
+        values = run_batch(session, outputs, feed, index)
         for name, value in zip(names, values, strict=True):
             if np.issubdtype(value.dtype, np.floating):
                 stats[name].update(value)

@@ -4,10 +4,11 @@ Weights often reach a Conv or MatMul through Constant nodes or Transpose/Cast/Re
 folding them makes them initializers the quantizer can read. Each foldable node is evaluated once
 with ONNX's reference evaluator.
 
-Guarantees: outputs are numerically identical (the same ONNX semantics, evaluated ahead of time);
-value names are kept. Nodes are not folded when they are non-deterministic, use a non-default
-domain or a subgraph, or when folding would add much more data than it removes (a
-ConstantOfShape or Expand of a tiny tensor stays a node).
+Every graph is folded, subgraphs included (an outer constant read in a subgraph counts as
+constant there). Guarantees: outputs are numerically identical (the same ONNX semantics,
+evaluated ahead of time); value names are kept. Nodes are not folded when they are
+non-deterministic, use a non-default domain or a subgraph, or when folding would add much more
+data than it removes (a ConstantOfShape or Expand of a tiny tensor stays a node).
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ class FoldConstantsPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         opset = model.opset_imports.get("", 13)
         modified = False
-        for node in list(model.graph):
-            if self._foldable(node):
-                modified |= self._fold(model.graph, node, opset)
+        for graph in model.graphs():  # weights inside Loop/If bodies come through Constants too
+            for node in list(graph):
+                if self._foldable(node):
+                    modified |= self._fold(graph, node, opset)
         return ir.passes.PassResult(model, modified)
 
     @staticmethod

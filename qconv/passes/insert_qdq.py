@@ -81,18 +81,20 @@ class InsertQDQPass(ir.passes.InPlacePass):
         self._bounds: dict[ir.Value, tuple[float | None, float | None]] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        graph = model.graph
-        self.namer = Namer(graph)
+        # Activation scales and zero points live in the main graph, which every subgraph sees.
+        self.main = model.graph
+        self.namer = Namer(model.graph)
         for activation in self.plan.folded:
             self._bounds[activation.inputs[0]] = _activation_bounds(activation)
             bypass(activation, activation.inputs[0])
-            graph.remove(activation, safe=True)
+            activation.graph.remove(activation, safe=True)
         for spec in self.plan.constants:
-            self._quantize_constant(graph, spec)
+            self._quantize_constant(spec.node.graph, spec)
         for value in list(self.plan.activations) + list(self.plan.shared):
-            self._insert_pair(graph, value, self.params[value])
-        _remove_unused_initializers(graph)
-        graph.sort()
+            self._insert_pair(_defining_graph(value), value, self.params[value])
+        for graph in model.graphs():
+            _remove_unused_initializers(graph)
+            graph.sort()
         return ir.passes.PassResult(model, True)
 
     # -- activations -------------------------------------------------------------------------
@@ -103,7 +105,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
         float_name = self.plan.activations.get(value, value.name)
         root = self.plan.root(value)
         if root not in self._activation_inits:  # values sharing a scale share the initializers
-            self._activation_inits[root] = self._qparam_initializers(graph, base, qp)
+            self._activation_inits[root] = self._qparam_initializers(self.main, base, qp)
         scale, zero = self._activation_inits[root]
         q = ir.node("QuantizeLinear", [value, scale, zero])
         dq = ir.node("DequantizeLinear", [q.outputs[0], scale, zero])
@@ -125,7 +127,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
             if value in self._bounds:
                 self.folded_bounds[dq.outputs[0].name] = self._bounds[value]
         producer = value.producer()
-        if producer is not None and producer.graph is graph:
+        if producer is not None:
             graph.insert_after(producer, [q, dq])
         else:
             graph.insert_before(graph[0], [q, dq])
@@ -222,6 +224,15 @@ def _needs_zero_point(spec: WeightSpec, qp: QuantParams) -> bool:
     if spec.kind == "bias":
         return False
     return spec.node.op_type not in ("Conv", "ConvTranspose")
+
+
+def _defining_graph(value: ir.Value) -> ir.Graph:
+    """The graph whose node computes ``value``, or whose input it is."""
+    producer = value.producer()
+    graph = producer.graph if producer is not None else value.graph
+    if graph is None:
+        raise ValueError(f"tensor {value.name!r} belongs to no graph")
+    return graph
 
 
 def _ir_dtype(qp: QuantParams) -> ir.DataType:

@@ -10,7 +10,8 @@ onnxruntime's CPU kernels is replaced by that form reading the quantized tensors
     the integer tensor (their input and output share a scale)
 
 Groups that do not match (ConvTranspose, ops next to float regions) keep their Q/DQ nodes, so the
-model stays valid and equivalent. DequantizeLinear nodes left without readers are removed.
+model stays valid and equivalent. If/Loop/Scan bodies keep their QDQ form (onnxruntime fuses
+it into the same kernels when it loads the model). DequantizeLinear nodes left without readers are removed.
 
 Guarantees: the computation is the one the QDQ graph describes (onnxruntime runs the same
 kernels for both); graph inputs and outputs are unchanged.

@@ -11,7 +11,7 @@ import onnxruntime
 import qconv
 from qconv.calibrate.histogram import TensorStats
 from qconv.evaluate import Evaluation, Latency, OutputFidelity
-from qconv.model_io import default_opset
+from qconv.model_io import all_nodes, default_opset
 from qconv.quantize import QuantizationResult
 from qconv.report.model import (
     CalibrationSummary,
@@ -28,9 +28,10 @@ from qconv.report.model import (
 
 
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
+    """Nodes per op type, subgraphs included (``com.microsoft.QGemm`` for other domains)."""
     counts = Counter(
         (f"{n.domain}." if n.domain not in ("", "ai.onnx") else "") + n.op_type
-        for n in model.graph.node
+        for n in all_nodes(model.graph)
     )
     return dict(sorted(counts.items()))
 
