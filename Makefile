@@ -7,7 +7,8 @@ TEST_INSTALLED := $(VENV)/.installed-test
 BUILD_VENV := .venv-build
 DEMO_OUT := demo_out
 
-.PHONY: install demo test lint format bench sample-models large-models readme clean
+.PHONY: install demo test lint format bench bench-compare bench-calibration bench-analyze \
+	sample-models large-models readme clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,9 +44,20 @@ format: $(TEST_INSTALLED)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+## Every benchmark below, in one run (about an hour on 2 cores).
+bench: bench-compare bench-calibration bench-analyze
+
 ## qconv beside onnxruntime's quantizer and float; prints a table, writes bench/results.json.
-bench: $(INSTALLED) large-models
+bench-compare: $(INSTALLED) large-models
 	$(BIN)/python bench/compare.py
+
+## Calibration peak memory and time at 100/1,000/5,000 samples; writes bench/calibration.json.
+bench-calibration: $(INSTALLED) large-models
+	$(BIN)/python bench/calibration.py
+
+## Time of the per-layer sensitivity analysis on large graphs; writes bench/analyze.json.
+bench-analyze: $(INSTALLED) large-models
+	$(BIN)/python bench/analyze.py
 
 $(BUILD_VENV)/bin/python:
 	$(PYTHON) -m venv $(BUILD_VENV)
