@@ -86,7 +86,7 @@ def test_every_batchnorm_was_folded_and_reported(name):
     assert all(d.op_type != "BatchNormalization" for d in result.decisions)
 
 
-def test_opset_11_model_falls_back_to_per_tensor_weights_with_a_note():
+def opset_11_cnn() -> onnx.ModelProto:
     # onnx's version converter cannot go down from 17; after BN folding the model only has ops
     # whose opset-11 forms have the same semantics, so relabelling the import is exact.
     float_model = ir.from_proto(onnx.load(SAMPLES / "digits_cnn.onnx"))
@@ -94,18 +94,44 @@ def test_opset_11_model_falls_back_to_per_tensor_weights_with_a_note():
     assert {n.op_type for n in model.graph.node} == {"Conv", "Relu", "MaxPool", "Flatten", "Gemm"}
     model.opset_import[0].version = 11
     onnx.checker.check_model(model)
+    return model
+
+
+def quantize_and_evaluate(model: onnx.ModelProto):
     calib = open_reader(SAMPLES / "digits_cnn_calib.npz", input_specs(model), batch_size=32)
     result = quantize_model(model, calib, QuantizeConfig())
-    assert any("per tensor" in note for note in result.log.notes)
-    dq_axes = [
-        a for n in result.model.graph.node if n.op_type == "DequantizeLinear" for a in n.attribute
-    ]
-    assert dq_axes == []
     evaluation = evaluate(
         model,
         result.model,
         open_reader(SAMPLES / "digits_cnn_eval.npz", input_specs(model), 64, labels="label"),
     )
+    dq_axes = [
+        a for n in result.model.graph.node if n.op_type == "DequantizeLinear" for a in n.attribute
+    ]
+    return result, evaluation, dq_axes
+
+
+def test_opset_11_model_is_upgraded_to_get_per_channel_weights():
+    result, evaluation, dq_axes = quantize_and_evaluate(opset_11_cnn())
+    assert [o.version for o in result.model.opset_import if o.domain in ("", "ai.onnx")] == [13]
+    assert any(r.pass_name == "upgrade_opset" and r.applied for r in result.log.rewrites)
+    layers = sum(n.op_type in ("Conv", "Gemm") for n in result.prepared.graph.node)
+    assert len(dq_axes) == 2 * layers  # each layer's int8 weight and int32 bias, per channel
+    assert evaluation.float_accuracy - evaluation.int8_accuracy <= 0.01
+
+
+def test_opset_11_model_falls_back_to_per_tensor_weights_when_conversion_fails(monkeypatch):
+    from onnx import version_converter
+
+    def refuse(model, version):
+        raise RuntimeError("no adapter for this op")
+
+    monkeypatch.setattr(version_converter, "convert_version", refuse)
+    result, evaluation, dq_axes = quantize_and_evaluate(opset_11_cnn())
+    assert any("per tensor" in note for note in result.log.notes)
+    refused = [r for r in result.log.rewrites if r.pass_name == "upgrade_opset"]
+    assert refused and not refused[0].applied and "no adapter" in refused[0].detail
+    assert dq_axes == []
     assert evaluation.float_accuracy - evaluation.int8_accuracy <= 0.02
 
 

@@ -1,6 +1,7 @@
 """The passes and the one place where their order is written.
 
-Preparation runs on the float graph before calibration: Identity/Dropout removal, constant
+Preparation runs on the float graph before calibration: conversion to opset 13 when per-channel
+weights are wanted and the model is older, Identity/Dropout removal, constant
 folding (so weights behind Constant/Cast/Transpose chains become initializers), BatchNormalization
 folding, then shape inference (the plan needs dtypes) and a topological sort. Rewriting runs after
 calibration: Q/DQ insertion, then optionally conversion to QOperator form.
@@ -13,18 +14,22 @@ import logging
 import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass, TopologicalSortPass
 
-from qconv.config import QuantizeConfig
+from qconv.config import PerTensor, QuantizeConfig
 from qconv.decisions import DecisionLog
 from qconv.passes.fold_batchnorm import FoldBatchNormPass
 from qconv.passes.fold_constants import FoldConstantsPass
 from qconv.passes.remove_identity import RemoveIdentityPass
+from qconv.passes.upgrade_opset import UpgradeOpsetPass
 
 log = logging.getLogger(__name__)
 
 
 def prepare(model: ir.Model, config: QuantizeConfig, decisions: DecisionLog) -> ir.Model:
-    """Run the float-graph preparation passes in place and return the model."""
-    passes: list[ir.passes.PassBase] = [RemoveIdentityPass(decisions), FoldConstantsPass(decisions)]
+    """Run the float-graph preparation passes and return the prepared model."""
+    passes: list[ir.passes.PassBase] = []
+    if not isinstance(config.weight_granularity, PerTensor):
+        passes.append(UpgradeOpsetPass(decisions))
+    passes += [RemoveIdentityPass(decisions), FoldConstantsPass(decisions)]
     if config.fuse:
         passes.append(FoldBatchNormPass(decisions))
     passes.append(TopologicalSortPass())

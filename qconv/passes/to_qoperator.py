@@ -11,7 +11,8 @@ onnxruntime's CPU kernels is replaced by that form reading the quantized tensors
 
 Groups that do not match (ConvTranspose, ops next to float regions) keep their Q/DQ nodes, so the
 model stays valid and equivalent. If/Loop/Scan bodies keep their QDQ form (onnxruntime fuses
-it into the same kernels when it loads the model). DequantizeLinear nodes left without readers are removed.
+it into the same kernels when it loads the model). DequantizeLinear nodes left without readers
+are removed.
 
 Guarantees: the computation is the one the QDQ graph describes (onnxruntime runs the same
 kernels for both); graph inputs and outputs are unchanged.
