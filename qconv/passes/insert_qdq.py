@@ -35,6 +35,8 @@ from qconv.qparams import (
 )
 
 PASS = "insert_qdq"
+# A constant in integer form: its data, scale and (optional) zero point initializers.
+StoredConstant = tuple[ir.Value, ir.Value, ir.Value | None]
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,10 @@ class InsertQDQPass(ir.passes.InPlacePass):
         self.config = config
         self.decisions = decisions or DecisionLog()
         self.constants: list[QuantizedConstant] = []
-        self._weight_cache: dict[tuple[int, int | None], QuantParams] = {}
+        self._weight_cache: dict[tuple[ir.Value, int | None], QuantParams] = {}
+        self._stored: dict[
+            tuple, tuple[tuple[ir.Value, ir.Value, ir.Value | None], QuantParams]
+        ] = {}
         self._activation_inits: dict[ir.Value, tuple[ir.Value, ir.Value | None]] = {}
         # float-model tensor name -> name of the DequantizeLinear output that approximates it
         self.dequantized: dict[str, str] = {}
@@ -88,6 +93,9 @@ class InsertQDQPass(ir.passes.InPlacePass):
             self._bounds[activation.inputs[0]] = _activation_bounds(activation)
             bypass(activation, activation.inputs[0])
             activation.graph.remove(activation, safe=True)
+        # Each weighted node's float weight, read before its input is rewired to a DQ output.
+        weighted = [spec.node for spec in self.plan.constants if spec.kind != "constant"]
+        self._weights = {node: node.inputs[1] for node in weighted}
         for spec in self.plan.constants:
             self._quantize_constant(spec.node.graph, spec)
         for value in list(self.plan.activations) + list(self.plan.shared):
@@ -144,7 +152,34 @@ class InsertQDQPass(ir.passes.InPlacePass):
 
     def _quantize_constant(self, graph: ir.Graph, spec: WeightSpec) -> None:
         value = spec.node.inputs[spec.index]
-        array = constant_array(value)
+        key = self._stored_key(graph, spec)
+        if key not in self._stored:
+            self._stored[key] = self._store_constant(graph, spec, constant_array(value))
+        stored, qp = self._stored[key]
+        inputs = [v for v in stored if v is not None]
+        attributes = {"axis": qp.axis} if qp.axis is not None else {}
+        dq = ir.node("DequantizeLinear", inputs, attributes=attributes)
+        dq.outputs[0].name = self.namer.fresh(f"{inputs[0].name[:-2]}_dq")
+        dq.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
+        dq.outputs[0].shape = ir.Shape(inputs[0].shape)
+        spec.node.replace_input_with(spec.index, dq.outputs[0])
+        graph.insert_before(spec.node, dq)
+        self.constants.append(
+            QuantizedConstant(spec.node.name or "", value.name, spec.kind, qp, dq.outputs[0].name)
+        )
+
+    def _stored_key(self, graph: ir.Graph, spec: WeightSpec) -> tuple:
+        """What a stored constant depends on: a weight shared by several nodes (an unrolled
+        RNN's steps) is stored once; a bias also depends on the weight and the input scale."""
+        key = (id(graph), spec.node.inputs[spec.index], spec.kind, spec.axis)
+        if spec.kind == "bias":
+            key += (self._weights[spec.node], self.plan.root(spec.node.inputs[0]))
+        return key
+
+    def _store_constant(
+        self, graph: ir.Graph, spec: WeightSpec, array: np.ndarray
+    ) -> tuple[StoredConstant, QuantParams]:
+        """Register ``array`` in integer form; return (data, scale, zero point) and params."""
         if spec.kind == "bias":
             stored, qp = self._bias(spec, array)
         elif spec.kind == "weight":
@@ -155,26 +190,15 @@ class InsertQDQPass(ir.passes.InPlacePass):
                 array.min(initial=0.0), array.max(initial=0.0), self.config.activation_type, False
             )
             stored = quantize(array, qp)
-        name = value.name
         base = self.namer.fresh("qw")
         quantized = add_initializer(graph, f"{base}_w", stored)
         scale, zero = self._qparam_initializers(graph, base, qp, _needs_zero_point(spec, qp))
-        attributes = {"axis": qp.axis} if qp.axis is not None else {}
-        inputs = [quantized, scale] + ([zero] if zero is not None else [])
-        dq = ir.node("DequantizeLinear", inputs, attributes=attributes)
-        dq.outputs[0].name = f"{base}_dq"
-        dq.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
-        dq.outputs[0].shape = ir.Shape(stored.shape)
-        spec.node.replace_input_with(spec.index, dq.outputs[0])
-        graph.insert_before(spec.node, dq)
-        self.constants.append(
-            QuantizedConstant(spec.node.name or "", name, spec.kind, qp, dq.outputs[0].name)
-        )
+        return (quantized, scale, zero), qp
 
     def _weight_params(self, spec: WeightSpec) -> QuantParams:
-        key = (id(spec.node), spec.axis)
+        key = (self._weights[spec.node], spec.axis)
         if key not in self._weight_cache:
-            weight = constant_array(spec.node.inputs[1])
+            weight = constant_array(key[0])
             self._weight_cache[key] = weight_qparams(weight, self.config.weight_type, spec.axis)
         return self._weight_cache[key]
 

@@ -189,3 +189,38 @@ def test_gemm_per_channel_axis_follows_trans_b(trans_b):
     assert weight_dq.attribute[0].i == (0 if trans_b else 1)
     x = feeds(1)[0]
     assert sqnr_db(run(model, x)[0], run(quantized, x)[0]) > 30
+
+
+def test_a_weight_shared_by_unrolled_steps_is_stored_once():
+    # An unrolled RNN reads one weight matrix at every step; storing it per node would make the
+    # int8 model larger than the float one.
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2, 16] x) => (float[2, 16] y) {
+        h1 = Gemm <transB = 1> (x, W, B)
+        t1 = Tanh (h1)
+        h2 = Gemm <transB = 1> (t1, W, B)
+        t2 = Tanh (h2)
+        h3 = Gemm <transB = 1> (t2, W, B)
+        y = Tanh (h3)
+    }
+    """
+    r = rng()
+    weights = {"W": r.normal(0, 0.3, (16, 16)), "B": r.normal(0, 0.1, 16)}
+    model = make_model(text, {k: v.astype(np.float32) for k, v in weights.items()})
+    graph = ir.from_proto(model)
+    plan = make_plan(graph, QuantizeConfig())
+    data = [{"x": r.normal(0, 1, (2, 16)).astype(np.float32)} for _ in range(8)]
+    stats = collect_statistics(model, plan.calibration_tensors, Batches(data))
+    params = activation_params(
+        plan, tensor_ranges(plan.calibration_tensors, stats, QuantizeConfig())
+    )
+    InsertQDQPass(plan, params, QuantizeConfig())(graph)
+    quantized = ir.to_proto(graph)
+    matrices = [t for t in quantized.graph.initializer if list(t.dims) == [16, 16]]
+    assert [t.data_type for t in matrices] == [onnx.TensorProto.INT8]
+    assert sum(n.op_type == "DequantizeLinear" for n in quantized.graph.node) >= 3 + 3
+    for feed in data:
+        (expected,) = run(model, feed)
+        (actual,) = run(quantized, feed)
+        assert sqnr_db(expected, actual) > 25  # three chained uint8/int8 layers: about 30 dB
