@@ -160,6 +160,9 @@ def switchable_model(
         if name in result.folded_bounds:  # the QDQ model dropped this Relu/Clip: restore it
             float_value, clamp = _clamp(float_value, result.folded_bounds[name])
             new_nodes += clamp
+        if name in result.rescaled:  # the QDQ model dropped a Mul/Div by a constant: restore it
+            float_value, scaling = _scaled(float_value, result.rescaled[name], name)
+            new_nodes += scaling
         if name in outputs:  # the selector takes over the graph output's name
             node.output[0] = f"{name}__dequantized"
             selected, name = name, node.output[0]
@@ -208,6 +211,17 @@ def _clamp(value: str, bounds: tuple[float | None, float | None]) -> tuple[str, 
         helper.make_node("Clip", [value, *names], [f"{value}__clamped"]),
     ]
     return f"{value}__clamped", nodes
+
+
+def _scaled(value: str, factor: float, dequantized: str) -> tuple[str, list]:
+    names = [f"{dequantized}__factor", f"{dequantized}__float"]
+    nodes = [
+        helper.make_node(
+            "Constant", [], [names[0]], value=numpy_helper.from_array(np.array(factor, np.float32))
+        ),
+        helper.make_node("Mul", [value, names[0]], [names[1]]),
+    ]
+    return names[1], nodes
 
 
 def _selector(index: int, quantized: str, float_value: str, output: str) -> list:

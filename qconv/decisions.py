@@ -33,6 +33,7 @@ class Reason(enum.Enum):
     QUANTIZED = "quantized"
     SHARES_INPUT_SCALE = "quantized-shares-input-scale"
     ACTIVATION_FOLDED = "activation-folded-into-range"
+    SCALE_FOLDED = "constant-factor-folded-into-scale"
     EXCLUDED = "excluded-by-user"
     NO_INTEGER_KERNEL = "op-without-integer-support"
     NOT_FLOAT = "input-not-float"
@@ -44,7 +45,12 @@ class Reason(enum.Enum):
 
     @property
     def quantized(self) -> bool:
-        return self in (Reason.QUANTIZED, Reason.SHARES_INPUT_SCALE, Reason.ACTIVATION_FOLDED)
+        return self in (
+            Reason.QUANTIZED,
+            Reason.SHARES_INPUT_SCALE,
+            Reason.ACTIVATION_FOLDED,
+            Reason.SCALE_FOLDED,
+        )
 
 
 @dataclass(frozen=True)

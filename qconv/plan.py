@@ -9,7 +9,10 @@ The plan reads the prepared float graph and changes nothing. Rules:
 3. Ops without weights (Add, Mul, Concat, pools, shape ops) are quantized only next to a quantized
    tensor, iterating to a fixed point, so no Q/DQ pair is added inside a float-only region.
    Shape ops and MaxPool/Resize pass values through: their outputs reuse their input's scale.
-4. A Relu or a Clip with lower bound 0 that is the only reader of a quantized node's output is
+4. A Mul or Div by a positive scalar constant next to a quantized tensor costs nothing: its
+   output is the same integers read with the scale multiplied (divided) by the constant, so
+   the node is removed and a DequantizeLinear with that scale takes its place.
+5. A Relu or a Clip with lower bound 0 that is the only reader of a quantized node's output is
    folded into that output's range when activations are asymmetric: the zero point then sits at
    the bottom of the integer range, so clamping to it is exactly the Relu. Under symmetric
    activations negative values stay representable, so the Relu is kept.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx_ir as ir
 
 from qconv.config import PerTensor, QuantizeConfig
@@ -34,6 +38,7 @@ class Role(enum.Enum):
     ELEMENTWISE = "elementwise"  # every input is data, output has its own scale
     OWN_SCALE = "own-scale"  # data inputs, output has its own scale
     SHARED = "shared"  # output reuses the scale of data input 0
+    RESCALE = "rescale"  # Mul/Div by a positive scalar: output = input integers, scaled scale
 
 
 ROLES: dict[str, Role] = {
@@ -90,6 +95,8 @@ class QuantizationPlan:
         shared: Values that reuse another value's quantization parameters.
         constants: Weights, biases and constant inputs to quantize.
         folded: Relu/Clip nodes to remove because their range does their work.
+        rescaled: Output of a Mul/Div by a positive scalar -> (its data input, the factor its
+            scale is multiplied by); the node is removed, in graph order.
         notes: Plan-wide remarks for the report.
     """
 
@@ -98,6 +105,7 @@ class QuantizationPlan:
     shared: dict[ir.Value, ir.Value] = field(default_factory=dict)
     constants: list[WeightSpec] = field(default_factory=list)
     folded: list[ir.Node] = field(default_factory=list)
+    rescaled: dict[ir.Value, tuple[ir.Value, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -259,7 +267,7 @@ class _Planner:
 
     def _folded_reader(self, node: ir.Node) -> ir.Node | None:
         """The Relu/Clip that will be folded into ``node``'s output range, if any."""
-        if self.config.symmetric_activations or _role(node) is Role.SHARED:
+        if self.config.symmetric_activations or _role(node) in (Role.SHARED, Role.RESCALE):
             return None
         reader = single_consumer(node.outputs[0])
         return reader if reader is not None and self._foldable_activation(reader) else None
@@ -268,7 +276,7 @@ class _Planner:
     def _touches(node: ir.Node, tensors: set[ir.Value]) -> bool:
         role = _role(node)
         inputs = _data_inputs(node, role)
-        if role is Role.SHARED:
+        if role in (Role.SHARED, Role.RESCALE):
             return inputs[0] in tensors
         return any(v in tensors for v in inputs) or any(v in tensors for v in node.outputs)
 
@@ -302,6 +310,10 @@ class _Planner:
             if node not in self.quantized:
                 continue
             role = _role(node)
+            if role is Role.RESCALE:
+                source = _data_inputs(node, role)[0]
+                plan.rescaled[node.outputs[0]] = (replaced.get(source, source), _factor(node))
+                continue
             for index, value in enumerate(node.inputs):
                 value = replaced.get(value, value)
                 self._add_input(plan, node, role, index, value, folded)
@@ -329,7 +341,7 @@ class _Planner:
         if constant_array(value) is not None:
             plan.constants.append(WeightSpec(node, index, None, "constant"))
             return
-        if value in plan.shared or value in plan.activations:
+        if value in plan.shared or value in plan.activations or value in plan.rescaled:
             return
         source = folded.get(value)
         plan.activations[value] = source.outputs[0].name if source else value.name
@@ -361,6 +373,9 @@ class _Planner:
         if node in self.quantized:
             if _role(node) is Role.SHARED:
                 return NodeDecision(name, node.op_type, Reason.SHARES_INPUT_SCALE, "")
+            if _role(node) is Role.RESCALE:
+                detail = f"removed: its input's scale is multiplied by {_factor(node):.6g}"
+                return NodeDecision(name, node.op_type, Reason.SCALE_FOLDED, detail)
             return NodeDecision(name, node.op_type, Reason.QUANTIZED, "")
         if node in self.refusals:
             reason, detail = self.refusals[node]
@@ -376,7 +391,30 @@ class _Planner:
 def _role(node: ir.Node) -> Role | None:
     if node.domain not in ("", "ai.onnx"):
         return None
+    if _scalar_operand(node) is not None:
+        return Role.RESCALE
     return ROLES.get(node.op_type)
+
+
+def _scalar_operand(node: ir.Node) -> float | None:
+    """The positive constant of ``Mul(x, c)``, ``Mul(c, x)`` or ``Div(x, c)``, if it is one."""
+    if node.op_type not in ("Mul", "Div") or len(node.inputs) != 2:
+        return None
+    candidates = (1,) if node.op_type == "Div" else (1, 0)
+    for index in candidates:
+        array = constant_array(node.inputs[index])
+        other = constant_array(node.inputs[1 - index])
+        if array is None or other is not None or array.size != 1:
+            continue
+        if array.dtype == np.float32 and np.isfinite(array).all() and float(array) > 0:
+            return float(array.reshape(()))
+    return None
+
+
+def _factor(node: ir.Node) -> float:
+    """What a RESCALE node multiplies its input (and so its scale) by."""
+    constant = _scalar_operand(node)
+    return constant if node.op_type == "Mul" else 1.0 / constant
 
 
 def _data_inputs(node: ir.Node, role: Role | None) -> list[ir.Value]:
@@ -385,6 +423,8 @@ def _data_inputs(node: ir.Node, role: Role | None) -> list[ir.Value]:
         if node.op_type == "MatMul" and constant_array(node.inputs[1]) is None:
             return [node.inputs[0], node.inputs[1]]
         return [node.inputs[0]]
+    if role is Role.RESCALE:
+        return [v for v in node.inputs if constant_array(v) is None]
     if role in (Role.ELEMENTWISE, Role.OWN_SCALE):
         return [v for v in node.inputs if v is not None]
     return [node.inputs[0]] if node.inputs and node.inputs[0] is not None else []

@@ -51,8 +51,11 @@ class QuantizationResult:
             where every quantized tensor is visible as a DequantizeLinear output.
         dequantized: Float-model tensor name -> the QDQ model's tensor approximating it.
         statistics: The calibration statistics of every calibrated tensor.
+        rescaled: QDQ-model DequantizeLinear output standing for a removed Mul/Div by a
+            constant -> the factor between it and its QuantizeLinear's float input.
         folded_bounds: QDQ-model DequantizeLinear output -> the (low, high) clamp of the Relu
-            or Clip folded into its range (the float computation needs it back).
+            or Clip folded into its range (the float computation needs it back), applied
+            before any ``rescaled`` factor.
     """
 
     model: onnx.ModelProto
@@ -68,6 +71,7 @@ class QuantizationResult:
     dequantized: dict[str, str] = field(default_factory=dict)
     statistics: dict[str, TensorStats] = field(default_factory=dict)
     folded_bounds: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    rescaled: dict[str, float] = field(default_factory=dict)
 
     @property
     def quantized_count(self) -> int:
@@ -146,6 +150,7 @@ def quantize_model(
         dequantized=rewrite.dequantized,
         statistics=stats,
         folded_bounds=rewrite.folded_bounds,
+        rescaled=rewrite.rescaled,
     )
 
 

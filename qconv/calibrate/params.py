@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
 import onnx_ir as ir
 
 from qconv.calibrate.histogram import TensorStats
@@ -59,6 +61,18 @@ def activation_params(
 ) -> dict[ir.Value, QuantParams]:
     """Parameters for every activation value the plan quantizes, shared scales resolved."""
     params = {value: ranges[name].params for value, name in plan.activations.items()}
-    for value in plan.shared:
-        params[value] = params[plan.root(value)]
+
+    def resolve(value: ir.Value) -> QuantParams:
+        if value not in params:
+            if value in plan.shared:
+                params[value] = resolve(plan.shared[value])
+            else:
+                source, factor = plan.rescaled[value]
+                base = resolve(source)
+                scale = np.asarray(base.scale * factor, np.float32)
+                params[value] = dataclasses.replace(base, scale=scale)
+        return params[value]
+
+    for value in [*plan.shared, *plan.rescaled]:
+        resolve(value)
     return params

@@ -2,7 +2,8 @@
 
 Given a :class:`QuantizationPlan` and parameters for its activations:
 
-1. folded Relu/Clip nodes are removed (their range already does their work);
+1. folded Relu/Clip nodes are removed (their range already does their work); a Mul/Div by a
+   positive scalar becomes a DequantizeLinear of its input's integers with the scale scaled;
 2. weights are stored as int8 initializers (per channel along the plan's axis) read through a
    DequantizeLinear; biases become int32 with ``scale = input_scale * weight_scale``; other
    constant inputs are stored quantized like activations;
@@ -84,6 +85,11 @@ class InsertQDQPass(ir.passes.InPlacePass):
         # DequantizeLinear output -> (low, high) of the Relu/Clip folded into its range
         self.folded_bounds: dict[str, tuple[float | None, float | None]] = {}
         self._bounds: dict[ir.Value, tuple[float | None, float | None]] = {}
+        # float value -> the QuantizeLinear output holding its integers
+        self._quantized: dict[ir.Value, ir.Value] = {}
+        self.rescale_factors: dict[ir.Value, float] = {}
+        # DequantizeLinear replacing a Mul/Div -> factor from its QuantizeLinear's float input
+        self.rescaled: dict[str, float] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         # Activation scales and zero points live in the main graph, which every subgraph sees.
@@ -100,7 +106,10 @@ class InsertQDQPass(ir.passes.InPlacePass):
             self._quantize_constant(spec.node.graph, spec)
         for value in list(self.plan.activations) + list(self.plan.shared):
             self._insert_pair(_defining_graph(value), value, self.params[value])
+        for value, (source, factor) in self.plan.rescaled.items():
+            self._rescale(value, source, factor)
         for graph in model.graphs():
+            _remove_unread_dequantize(graph)
             _remove_unused_initializers(graph)
             graph.sort()
         return ir.passes.PassResult(model, True)
@@ -120,6 +129,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
         q.outputs[0].name = f"{base}_q"
         q.outputs[0].type = ir.TensorType(_ir_dtype(qp))
         q.outputs[0].shape = value.shape
+        self._quantized[value] = q.outputs[0]
         dq.outputs[0].name = f"{base}_dq"
         self.dequantized[float_name] = dq.outputs[0].name
         if value in self._bounds:
@@ -139,6 +149,32 @@ class InsertQDQPass(ir.passes.InPlacePass):
             graph.insert_after(producer, [q, dq])
         else:
             graph.insert_before(graph[0], [q, dq])
+
+    def _rescale(self, value: ir.Value, source: ir.Value, factor: float) -> None:
+        """Replace the Mul/Div producing ``value`` by a DequantizeLinear of its input's
+        integers with the scale times ``factor``."""
+        quantized = self._quantized[source]
+        self._quantized[value] = quantized
+        self.rescale_factors[value] = self.rescale_factors.get(source, 1.0) * factor
+        scale, zero = self._qparam_initializers(
+            self.main, self.namer.fresh("qa"), self.params[value]
+        )
+        dq = ir.node("DequantizeLinear", [quantized, scale, zero])
+        dq.outputs[0].name = self.namer.fresh(f"{scale.name[:-2]}_dq")
+        dq.outputs[0].type = value.type
+        dq.outputs[0].shape = value.shape
+        node = value.producer()
+        node.graph.insert_after(node, dq)
+        for use in list(value.uses()):
+            use.node.replace_input_with(use.idx, dq.outputs[0])
+        if value.is_graph_output():
+            _hand_over_graph_output(node.graph, value, dq.outputs[0], self.namer)
+        node.graph.remove(node, safe=True)
+        self.dequantized[value.name] = dq.outputs[0].name
+        self.rescaled[dq.outputs[0].name] = self.rescale_factors[value]
+        if source in self._bounds:  # a folded Relu/Clip applies before the factor
+            self._bounds[value] = self._bounds[source]
+            self.folded_bounds[dq.outputs[0].name] = self._bounds[source]
 
     def _qparam_initializers(
         self, graph: ir.Graph, base: str, qp: QuantParams, zero_needed: bool = True
@@ -273,6 +309,16 @@ def _hand_over_graph_output(
             graph.outputs[index] = dq_out
     value.name = namer.fresh(f"{name}_float")
     dq_out.name = name
+
+
+def _remove_unread_dequantize(graph: ir.Graph) -> None:
+    """Drop DequantizeLinear nodes whose only reader was a removed Mul/Div."""
+    for node in list(graph):
+        if node.op_type != "DequantizeLinear":
+            continue
+        output = node.outputs[0]
+        if not output.uses() and not output.is_graph_output():
+            graph.remove(node, safe=True)
 
 
 def _remove_unused_initializers(graph: ir.Graph) -> None:

@@ -1,0 +1,123 @@
+"""Mul/Div by a positive constant folded into a scale, on the hard-swish that Paddle exports.
+
+``x * Clip(x + 3, 0, 6) / 6`` between two convolutions: the Clip folds into the Add's range, the
+Div disappears into a DequantizeLinear scale, and every op left runs on integers.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from qconv.analyze import SWITCH_INPUT, switchable_model
+from qconv.config import QuantFormat, QuantizeConfig
+from qconv.decisions import Reason
+from qconv.qparams import sqnr_db
+from qconv.quantize import quantize_model
+from tests.graphs import make_model, rng, run
+from tests.passes.test_quantize_passes import Batches
+
+HARD_SWISH = """
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 3, 8, 8] x) => (float[N, 4, 8, 8] y) {
+    c = Conv <pads = [1, 1, 1, 1]> (x, W1, B1)
+    a = Add (c, Three)
+    r = Clip (a, Zero, Six)
+    d = Div (r, Six)
+    h = Mul (c, d)
+    y = Conv <pads = [1, 1, 1, 1]> (h, W2, B2)
+}
+"""
+
+
+def hard_swish_model() -> onnx.ModelProto:
+    r = rng()
+    return make_model(
+        HARD_SWISH,
+        {
+            "W1": r.normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32),
+            "B1": r.normal(0, 0.1, 4).astype(np.float32),
+            "W2": r.normal(0, 0.3, (4, 4, 3, 3)).astype(np.float32),
+            "B2": r.normal(0, 0.1, 4).astype(np.float32),
+            "Three": np.float32(3.0),
+            "Zero": np.float32(0.0),
+            "Six": np.float32(6.0),
+        },
+    )
+
+
+def feeds(count: int) -> list[dict[str, np.ndarray]]:
+    r = rng()
+    return [{"x": r.normal(0, 1, (2, 3, 8, 8)).astype(np.float32)} for _ in range(count)]
+
+
+def quantized(fmt: QuantFormat = QuantFormat.QDQ):
+    model = hard_swish_model()
+    return model, quantize_model(model, Batches(feeds(16)), QuantizeConfig(format=fmt))
+
+
+def test_div_by_a_constant_becomes_a_scale_and_the_outputs_stay_close():
+    model, result = quantized()
+    reasons = {d.op_type: d.reason for d in result.decisions}
+    assert reasons["Div"] is Reason.SCALE_FOLDED
+    assert reasons["Clip"] is Reason.ACTIVATION_FOLDED
+    ops = Counter(n.op_type for n in result.model.graph.node)
+    assert ops["Div"] == 0 and ops["Clip"] == 0
+    assert ops["Conv"] == 2 and ops["Add"] == 1 and ops["Mul"] == 1
+    # x, c, the clipped Add output, the product h and y: the Div needs no pair of its own.
+    assert ops["QuantizeLinear"] == 5
+    for feed in feeds(4):
+        (expected,) = run(model, feed)
+        (actual,) = run(result.model, feed)
+        assert sqnr_db(expected, actual) > 30
+
+
+def test_the_rescaled_dequantize_reads_the_add_integers_with_a_sixth_of_the_scale():
+    _, result = quantized()
+    graph = result.model.graph
+    producers = {o: n for n in graph.node for o in n.output}
+    values = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    mul = next(n for n in graph.node if n.op_type == "Mul")
+    rescaled = [producers[i] for i in mul.input if i in result.rescaled]
+    assert len(rescaled) == 1 and result.rescaled[rescaled[0].output[0]] == 1 / 6
+    quantize = producers[rescaled[0].input[0]]
+    assert quantize.op_type == "QuantizeLinear"
+    np.testing.assert_allclose(
+        values[rescaled[0].input[1]] * 6, values[quantize.input[1]], rtol=1e-6
+    )
+
+
+def test_qoperator_form_runs_on_integers_only():
+    model, result = quantized(QuantFormat.QOPERATOR)
+    ops = {n.op_type for n in result.model.graph.node}
+    assert ops <= {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearAdd", "QLinearMul"}
+    for feed in feeds(4):
+        (expected,) = run(model, feed)
+        (actual,) = run(result.model, feed)
+        assert sqnr_db(expected, actual) > 30
+
+
+def test_switchable_model_restores_the_division_when_switched_off():
+    model, result = quantized()
+    switchable, switches, _ = switchable_model(result.prepared, result)
+    session = ort.InferenceSession(
+        switchable.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    for feed in feeds(2):
+        off = session.run(None, {**feed, SWITCH_INPUT: np.zeros(len(switches), bool)})[0]
+        np.testing.assert_allclose(off, run(model, feed)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_a_negative_factor_is_not_folded():
+    model = make_model(
+        HARD_SWISH.replace("Div (r, Six)", "Div (r, MinusSix)"),
+        {
+            **{t.name: onnx.numpy_helper.to_array(t) for t in hard_swish_model().graph.initializer},
+            "MinusSix": np.float32(-6.0),
+        },
+    )
+    result = quantize_model(model, Batches(feeds(8)), QuantizeConfig())
+    assert {d.op_type: d.reason for d in result.decisions}["Div"] is Reason.NO_INTEGER_KERNEL
