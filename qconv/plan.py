@@ -406,8 +406,9 @@ def _scalar_operand(node: ir.Node) -> float | None:
         other = constant_array(node.inputs[1 - index])
         if array is None or other is not None or array.size != 1:
             continue
-        if array.dtype == np.float32 and np.isfinite(array).all() and float(array) > 0:
-            return float(array.reshape(()))
+        number = array.reshape(())
+        if array.dtype == np.float32 and np.isfinite(number) and number > 0:
+            return float(number)
     return None
 
 
