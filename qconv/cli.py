@@ -170,8 +170,8 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: Path | None
 )
 @click.option(
     "--max-memory",
-    help="Memory budget for the exposed tensors, e.g. 2GB: calibrate in several passes "
-    "rather than exceed it.",
+    help="Memory budget for the exposed tensors, e.g. 2GB (default 512MB): calibrate in several "
+    "passes rather than exceed it.",
 )
 @click.option("--samples", type=int, help="Use at most N calibration samples (seeded subset).")
 @click.option(

@@ -97,7 +97,7 @@ def tensor_bytes(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> dict[st
     sizes = {}
     for value in [*inferred.graph.value_info, *inferred.graph.output]:
         dims = value.type.tensor_type.shape.dim
-        if dims and all(d.HasField("dim_value") for d in dims):
+        if dims and all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
             itemsize = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
             sizes[value.name] = (
                 int(np.prod([d.dim_value for d in dims])) * np.dtype(itemsize).itemsize
