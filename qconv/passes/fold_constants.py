@@ -65,6 +65,8 @@ class FoldConstantsPass(ir.passes.InPlacePass):
             self.decisions.refused(PASS, (node_name(node),), f"cannot evaluate: {exc}")
             return False
         in_bytes = sum(a.nbytes for a in inputs if a is not None)
+        if node.op_type == "Constant":  # its data is in the model already, as an attribute
+            in_bytes = sum(r.nbytes for r in results)
         if sum(r.nbytes for r in results) > in_bytes + MAX_GROWTH_BYTES:
             self.decisions.refused(PASS, (node_name(node),), "folding would grow the model")
             return False

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 
 from qconv.decisions import DecisionLog
 from qconv.passes.fold_constants import FoldConstantsPass
@@ -56,3 +57,23 @@ def test_folding_that_would_grow_the_model_is_refused():
     folded, _ = apply(FoldConstantsPass(log), make_model(text))
     assert op_types(folded) == ["ConstantOfShape", "Add"]
     assert any("grow" in r.detail for r in log.rewrites)
+
+
+def test_a_large_constant_node_becomes_an_initializer():
+    # A recogniser's 120x6625 classifier weight (3 MB) sat in a Constant node; its data is in
+    # the model already, so making it an initializer grows nothing.
+    weight = rng().normal(size=(8, 40000)).astype(np.float32)  # 1.2 MB, over the growth limit
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2, 8] x) => (float[2, 40000] y) {
+        w = Constant <value = float[1] {0}> ()
+        y = MatMul (x, w)
+    }
+    """
+    model = onnx.parser.parse_model(text)
+    model.graph.node[0].attribute[0].t.CopyFrom(onnx.numpy_helper.from_array(weight))
+    onnx.checker.check_model(model)
+    folded, modified = apply(FoldConstantsPass(), model)
+    assert modified and op_types(folded) == ["MatMul"]
+    x = rng().normal(size=(2, 8)).astype(np.float32)
+    np.testing.assert_array_equal(run(folded, {"x": x})[0], x @ weight)
