@@ -152,7 +152,7 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: Path | None
 @click.option(
     "--calibration",
     type=click.Choice(["minmax", "percentile", "entropy", "mse", "auto"]),
-    default="minmax",
+    default="mse",
     show_default=True,
     help="How activation ranges are chosen.",
 )
@@ -418,7 +418,7 @@ def compare(
 @click.option(
     "--calibration",
     type=click.Choice(["minmax", "percentile", "entropy", "mse", "auto"]),
-    default="minmax",
+    default="mse",
     show_default=True,
 )
 @click.option("--samples", type=int, help="Use at most N calibration samples.")

@@ -77,7 +77,8 @@ class QuantizeConfig:
         activation_type: Integer type of activations (uint8 by default).
         weight_type: Integer type of weights (int8 by default).
         symmetric_activations: Zero point fixed at the type's midpoint instead of fitted.
-        calibration: Range method for activations.
+        calibration: Range method for activations (mse: on real models min/max ranges let
+            outliers cost most of the resolution).
         percentile: The percentile used by ``CalibrationMethod.PERCENTILE``.
         exclude: Node names or op types kept in float.
         fuse: Run the float-graph preparation passes (BatchNormalization folding and friends).
@@ -90,7 +91,7 @@ class QuantizeConfig:
     activation_type: QuantType = QuantType.UINT8
     weight_type: QuantType = QuantType.INT8
     symmetric_activations: bool = False
-    calibration: CalibrationMethod = CalibrationMethod.MINMAX
+    calibration: CalibrationMethod = CalibrationMethod.MSE
     percentile: float = 99.999
     exclude: tuple[str, ...] = ()
     fuse: bool = True

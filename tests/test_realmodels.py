@@ -76,7 +76,7 @@ def test_task_metric_stays_within_a_point_of_float(name):
     metric = "page_cer_nospace" if name == "det" else real.primary_metric
     change = run.int8_metrics[metric] - run.float_metrics[metric]
     loss = -change if real.higher_is_better else change
-    assert loss <= 0.01, (name, metric, run.float_metrics, run.int8_metrics)
+    assert loss <= 0.01 + 1e-9, (name, metric, run.float_metrics, run.int8_metrics)
 
 
 @pytest.mark.parametrize("name", sorted(SLICES))
@@ -87,10 +87,10 @@ def test_int8_file_is_small_and_holds_integer_weights(name):
     assert run.result.quantized_count > 0
 
 
-def test_recogniser_exact_lines_regression_guard():
+def test_recogniser_reads_as_many_whole_lines():
     run = scored("rec")
-    # Missed target (1 point): 0.95 -> 0.91 on these 100 lines; this guards against worse.
-    assert run.float_metrics["exact"] - run.int8_metrics["exact"] <= 0.05
+    # min/max ranges lost 4 of these 100 lines; mse ranges lose at most one.
+    assert run.float_metrics["exact"] - run.int8_metrics["exact"] <= 0.01 + 1e-9
 
 
 def test_detector_finds_the_same_boxes():
