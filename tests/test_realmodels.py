@@ -32,7 +32,7 @@ class Slice:
 
 
 SLICES = {
-    "rec": Slice(16, 100),
+    "rec": Slice(32, 100),
     "det": Slice(4, 2),
     "cls": Slice(32, 200, max_size_ratio=0.4),  # missed target: graph overhead of a 0.6 MB model
     "orientation": Slice(32, 100),
