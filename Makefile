@@ -5,9 +5,11 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 TEST_INSTALLED := $(VENV)/.installed-test
 BUILD_VENV := .venv-build
+BENCH_VENV := .venv-bench
+BENCH_INSTALLED := $(BENCH_VENV)/.installed
 DEMO_OUT := demo_out
 
-.PHONY: install demo test lint format bench bench-compare bench-calibration bench-analyze \
+.PHONY: install demo test lint format bench bench-compare bench-real bench-calibration bench-analyze \
 	sample-models large-models readme clean
 
 $(BIN)/python:
@@ -49,12 +51,23 @@ format: $(TEST_INSTALLED)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## Every benchmark below, in one run (about an hour on 2 cores).
-bench: bench-compare bench-calibration bench-analyze
+## Every benchmark below, in one run (about an hour and a half on 2 cores).
+bench: bench-compare bench-real bench-calibration bench-analyze
 
 ## qconv beside onnxruntime's quantizer and float; prints a table, writes bench/results.json.
 bench-compare: $(INSTALLED) large-models
 	$(BIN)/python bench/compare.py
+
+## Five real pretrained models: float vs qconv vs onnxruntime vs NNCF; writes bench/real.json.
+bench-real: $(TEST_INSTALLED) $(BENCH_INSTALLED)
+	$(BIN)/python bench/real.py
+
+# NNCF 3.4.0 in a venv of its own (it pulls neither torch nor OpenVINO).
+$(BENCH_INSTALLED):
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet nncf==3.4.0 onnx onnxruntime numpy
+	touch $@
 
 ## Calibration peak memory and time at 100/1,000/5,000 samples; writes bench/calibration.json.
 bench-calibration: $(INSTALLED) large-models
