@@ -10,8 +10,8 @@ float op, QuantizeLinear. Written out,
 every piece has an integer form: the product by alpha > 0 folds into a scale, the Add of beta is
 a QLinearAdd whose output range [0, 1] does the Clip, and the final product is a QLinearMul.
 
-Only activations whose input comes from an op qconv quantizes are rewritten, so a float region
-keeps its single fused op. Guarantees: outputs equal the original's up to float32 rounding;
+Only activations whose input comes from an op qconv quantizes (and the user did not exclude) are
+rewritten, so a float region keeps its single fused op. Guarantees: outputs equal the original's up to float32 rounding;
 output names are kept.
 """
 
@@ -60,7 +60,9 @@ class DecomposeHardActivationsPass(ir.passes.InPlacePass):
         if node.name in self.exclude:
             return False
         producer = node.inputs[0].producer()
-        return producer is not None and producer.op_type in self.quantizable
+        if producer is None or producer.op_type not in self.quantizable:
+            return False
+        return producer.name not in self.exclude and producer.op_type not in self.exclude
 
 
 def _decompose(graph: ir.Graph, node: ir.Node, namer: Namer) -> None:
