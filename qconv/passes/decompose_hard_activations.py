@@ -11,8 +11,8 @@ every piece has an integer form: the product by alpha > 0 folds into a scale, th
 a QLinearAdd whose output range [0, 1] does the Clip, and the final product is a QLinearMul.
 
 Only activations whose input comes from an op qconv quantizes (and the user did not exclude) are
-rewritten, so a float region keeps its single fused op. Guarantees: outputs equal the original's up to float32 rounding;
-output names are kept.
+rewritten, so a float region keeps its single fused op. Guarantees: outputs equal the
+original's up to float32 rounding; output names are kept.
 """
 
 from __future__ import annotations
