@@ -109,7 +109,8 @@ class InsertQDQPass(ir.passes.InPlacePass):
         for value, (source, factor) in self.plan.rescaled.items():
             self._rescale(value, source, factor)
         for graph in model.graphs():
-            _remove_unread_dequantize(graph)
+            removed = _remove_unread_dequantize(graph)
+            self.dequantized = {k: v for k, v in self.dequantized.items() if v not in removed}
             _remove_unused_initializers(graph)
             graph.sort()
         return ir.passes.PassResult(model, True)
@@ -311,14 +312,18 @@ def _hand_over_graph_output(
     dq_out.name = name
 
 
-def _remove_unread_dequantize(graph: ir.Graph) -> None:
-    """Drop DequantizeLinear nodes whose only reader was a removed Mul/Div."""
+def _remove_unread_dequantize(graph: ir.Graph) -> set[str]:
+    """Drop DequantizeLinear nodes whose only reader was a removed Mul/Div; return their
+    output names."""
+    removed = set()
     for node in list(graph):
         if node.op_type != "DequantizeLinear":
             continue
         output = node.outputs[0]
         if not output.uses() and not output.is_graph_output():
+            removed.add(output.name)
             graph.remove(node, safe=True)
+    return removed
 
 
 def _remove_unused_initializers(graph: ir.Graph) -> None:

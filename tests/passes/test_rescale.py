@@ -15,6 +15,7 @@ import onnxruntime as ort
 from qconv.analyze import SWITCH_INPUT, switchable_model
 from qconv.config import QuantFormat, QuantizeConfig
 from qconv.decisions import Reason
+from qconv.evaluate import tensor_fidelity
 from qconv.qparams import sqnr_db
 from qconv.quantize import quantize_model
 from tests.graphs import make_model, rng, run
@@ -121,3 +122,25 @@ def test_a_negative_factor_is_not_folded():
     )
     result = quantize_model(model, Batches(feeds(8)), QuantizeConfig())
     assert {d.op_type: d.reason for d in result.decisions}["Div"] is Reason.NO_INTEGER_KERNEL
+
+
+def test_a_tensor_read_only_by_a_folded_division_has_no_int8_counterpart():
+    # c's only reader is the Div, so its DequantizeLinear goes away with the Div; the report's
+    # per-tensor fidelity must then skip c rather than ask for a tensor that is gone.
+    text = """
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[N, 3, 8, 8] x) => (float[N, 4, 8, 8] y) {
+        c = Conv <pads = [1, 1, 1, 1]> (x, W1, B1)
+        d = Div (c, Six)
+        y = Conv <pads = [1, 1, 1, 1]> (d, W2, B2)
+    }
+    """
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in hard_swish_model().graph.initializer}
+    model = make_model(text, {k: weights[k] for k in ("W1", "B1", "W2", "B2", "Six")})
+    result = quantize_model(model, Batches(feeds(8)), QuantizeConfig())
+    assert "c" not in result.dequantized and "d" in result.dequantized
+    fidelity = tensor_fidelity(
+        result.prepared, result.qdq_model, result.dequantized, Batches(feeds(2))
+    )
+    assert set(fidelity) == set(result.dequantized)
+    assert fidelity["d"].sqnr_db > 30
