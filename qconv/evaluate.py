@@ -219,19 +219,43 @@ def tensor_fidelity(
     *,
     threads: int | None = None,
     max_batches: int = 16,
+    max_memory: int | None = None,
 ) -> dict[str, OutputFidelity]:
     """SQNR of each int8-model tensor against its float counterpart (``pairs``: float -> int8).
 
     The int8 tensors carry the error of every quantized layer before them, so the worst ones
-    show where accuracy is lost.
+    show where accuracy is lost. Both models expose their tensors at once, so tensors are
+    measured in groups that keep the exposed bytes under ``max_memory`` (the calibration
+    default when None), one pass over the data per group.
     """
-    from qconv.calibrate.collect import with_outputs
+    from qconv.calibrate.collect import DEFAULT_EXPOSED_MEMORY, group_tensors, tensor_bytes
 
-    float_names, int8_names = list(pairs), list(pairs.values())
     if not pairs:
         return {}
+    budget = (max_memory or DEFAULT_EXPOSED_MEMORY) // 2  # two sessions hold their outputs
+    sizes = tensor_bytes(float_model, next(iter(reader)))
+    results: dict[str, OutputFidelity] = {}
+    for group in group_tensors(list(pairs), sizes, budget):
+        subset = {name: pairs[name] for name in group}
+        results.update(
+            _group_fidelity(float_model, int8_model, subset, reader, threads, max_batches)
+        )
+    return results
+
+
+def _group_fidelity(
+    float_model: onnx.ModelProto,
+    int8_model: onnx.ModelProto,
+    pairs: dict[str, str],
+    reader: DataReader,
+    threads: int | None,
+    max_batches: int,
+) -> dict[str, OutputFidelity]:
+    from qconv.calibrate.collect import with_outputs
+
+    float_names = list(pairs)
     float_exposed, float_outputs = with_outputs(float_model, float_names)
-    int8_exposed, int8_outputs = with_outputs(int8_model, int8_names)
+    int8_exposed, int8_outputs = with_outputs(int8_model, list(pairs.values()))
     float_session = create_session(float_exposed, threads=threads)
     int8_session = create_session(int8_exposed, threads=threads)
     accumulators = {name: _Accumulator() for name in float_names}

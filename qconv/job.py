@@ -127,6 +127,7 @@ def run_quantize(job: QuantizeJob, progress: Progress | None = None) -> Report:
         result.dequantized,
         evaluation_reader,
         threads=job.threads,
+        max_memory=job.max_memory,
     )
     latency, profiles = None, None
     if job.latency_runs:

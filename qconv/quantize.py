@@ -14,6 +14,7 @@ import onnx_ir as ir
 
 from qconv.calibrate.cache import CalibrationCache, model_key
 from qconv.calibrate.collect import (
+    DEFAULT_EXPOSED_MEMORY,
     ProgressCallback,
     collect_statistics,
     group_tensors,
@@ -32,11 +33,6 @@ from qconv.plan import make_plan
 from qconv.runtime import create_session
 
 log = logging.getLogger(__name__)
-
-# Memory for the tensors exposed during calibration when --max-memory is not given: a 960x736
-# text detector exposes about 680 MB per image, which onnxruntime and numpy then both hold;
-# at this budget its calibration peaks near 1.1 GB instead of 1.7 GB, in 3 passes.
-DEFAULT_CALIBRATION_MEMORY = 1 << 29
 
 
 @dataclass
@@ -96,7 +92,7 @@ def quantize_model(
     """Quantize ``float_model`` with statistics gathered from ``calibration``.
 
     ``cache`` reuses (or stores) the calibration statistics; ``max_memory`` (bytes, default
-    ``DEFAULT_CALIBRATION_MEMORY``) splits calibration into several passes over the data when
+    ``DEFAULT_EXPOSED_MEMORY``) splits calibration into several passes over the data when
     exposing every tensor at once would not fit.
 
     Raises:
@@ -178,7 +174,7 @@ def _calibrate(
         if cached is not None:
             decisions.note(cache.status)
             return cached, 0
-    budget = max_memory or DEFAULT_CALIBRATION_MEMORY
+    budget = max_memory or DEFAULT_EXPOSED_MEMORY
     sizes = tensor_bytes(prepared, next(iter(reader)))
     groups = group_tensors(tensors, sizes, budget)
     if len(groups) > 1:
