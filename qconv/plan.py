@@ -60,6 +60,7 @@ ROLES: dict[str, Role] = {
     "Unsqueeze": Role.SHARED,
     "Slice": Role.SHARED,
     "Split": Role.SHARED,
+    "Gather": Role.SHARED,  # picks values of input 0 (an unrolled RNN's time steps)
 }
 FOLDABLE_ACTIVATIONS = ("Relu", "Clip")
 # Ops whose subgraphs are planned like the main graph.

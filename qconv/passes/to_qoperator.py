@@ -6,8 +6,8 @@ onnxruntime's CPU kernels is replaced by that form reading the quantized tensors
     Conv -> QLinearConv            MatMul -> QLinearMatMul          Gemm -> QGemm (com.microsoft)
     Add/Mul -> QLinearAdd/QLinearMul (com.microsoft)                Concat -> QLinearConcat
     GlobalAveragePool/AveragePool -> QLinearGlobalAveragePool/QLinearAveragePool (com.microsoft)
-    MaxPool, Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Slice, Resize -> the same op on
-    the integer tensor (their input and output share a scale)
+    MaxPool, Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Slice, Gather, Resize -> the same
+    op on the integer tensor (their input and output share a scale)
 
 Groups that do not match (ConvTranspose, ops next to float regions) keep their Q/DQ nodes, so the
 model stays valid and equivalent. If/Loop/Scan bodies keep their QDQ form (onnxruntime fuses
@@ -51,6 +51,7 @@ INTEGER_PASSTHROUGH = {
     "Squeeze": 1,
     "Unsqueeze": 1,
     "Slice": 10,
+    "Gather": 1,
 }
 
 

@@ -30,7 +30,8 @@ g (float[N, 4, 8, 8] x) => (float[N, 36] y) {
     us = Unsqueeze (sq, three)
     tr = Transpose <perm = [0, 2, 1, 3]> (us)
     fl = Flatten (tr)
-    rsh = Reshape (fl, shape)
+    gt = Gather <axis = 1> (fl, order)
+    rsh = Reshape (gt, shape)
     h = MatMul (rsh, Wm)
     gp = GlobalAveragePool (c)
     gpf = Flatten (gp)
@@ -57,6 +58,7 @@ COVERED = (
     "Unsqueeze",
     "Transpose",
     "Flatten",
+    "Gather",
     "Reshape",
     "MatMul",
     "GlobalAveragePool",
@@ -81,6 +83,7 @@ def coverage_model() -> onnx.ModelProto:
             "two": np.array([2], np.int64),
             "three": np.array([3], np.int64),
             "shape": np.array([-1, 12], np.int64),
+            "order": r.permutation(12).astype(np.int64),
             "Wm": r.normal(0, 0.3, (12, 6)).astype(np.float32),
             "Wg": r.normal(0, 0.3, (8, 6)).astype(np.float32),
             "Bg": r.normal(0, 0.1, 6).astype(np.float32),
