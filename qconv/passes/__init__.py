@@ -3,9 +3,10 @@
 Preparation runs on the float graph before calibration: conversion to opset 13 when per-channel
 weights are wanted and the model is older, Identity/Dropout removal, constant folding (so
 weights behind Constant/Cast/Transpose chains become initializers), BatchNormalization folding,
-HardSigmoid/HardSwish written out in ops with integer forms, then shape inference (the plan
-needs dtypes) and a topological sort. Rewriting runs after calibration: Q/DQ insertion, then
-optionally conversion to QOperator form.
+folding of per-channel Mul/Div/Add/Sub constants into the Conv before them, HardSigmoid and
+HardSwish written out in ops with integer forms, then shape inference (the plan needs dtypes)
+and a topological sort. Rewriting runs after calibration: Q/DQ insertion, then optionally
+conversion to QOperator form.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from onnx_ir.passes.common import ShapeInferencePass, TopologicalSortPass
 from qconv.config import PerTensor, QuantizeConfig
 from qconv.decisions import DecisionLog
 from qconv.passes.decompose_hard_activations import DecomposeHardActivationsPass
+from qconv.passes.fold_affine import FoldAffinePass
 from qconv.passes.fold_batchnorm import FoldBatchNormPass
 from qconv.passes.fold_constants import FoldConstantsPass
 from qconv.passes.remove_identity import RemoveIdentityPass
@@ -34,6 +36,7 @@ def prepare(model: ir.Model, config: QuantizeConfig, decisions: DecisionLog) -> 
     passes += [RemoveIdentityPass(decisions), FoldConstantsPass(decisions)]
     if config.fuse:
         passes.append(FoldBatchNormPass(decisions))
+        passes.append(FoldAffinePass(decisions))
         passes.append(DecomposeHardActivationsPass(_quantizable_ops(), config.exclude, decisions))
     passes.append(TopologicalSortPass())
     ir.passes.Sequential(*passes)(model)

@@ -110,7 +110,14 @@ def _bn_params(bn: ir.Node) -> BatchNormParams | None:
 
 
 def _fold(graph: ir.Graph, namer: Namer, producer: ir.Node, bn: ir.Node) -> None:
-    params = _bn_params(bn)
+    fold_into_producer(graph, namer, producer, bn, _bn_params(bn))
+
+
+def fold_into_producer(
+    graph: ir.Graph, namer: Namer, producer: ir.Node, node: ir.Node, params: BatchNormParams
+) -> None:
+    """Fold ``node``, which computes ``params`` per output channel of ``producer``, into it."""
+    bn = node
     weight = constant_array(producer.inputs[1]).astype(np.float64)
     folded_weight = _scale_output_channels(producer, weight, params.scale)
     bias = _bias(producer, len(params.scale))
