@@ -219,7 +219,11 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: Path | None
     show_default=True,
     help="Timed runs per model for latency; 0 skips timing.",
 )
-@click.option("--no-fuse", is_flag=True, help="Skip BatchNormalization folding.")
+@click.option(
+    "--no-fuse",
+    is_flag=True,
+    help="Skip the float-graph rewrites (BatchNormalization folding, channel padding, ...).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("-v", "--verbose", count=True, help="More detail (per-node table).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")

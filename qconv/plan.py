@@ -61,6 +61,7 @@ ROLES: dict[str, Role] = {
     "Slice": Role.SHARED,
     "Split": Role.SHARED,
     "Gather": Role.SHARED,  # picks values of input 0 (an unrolled RNN's time steps)
+    "Pad": Role.SHARED,  # zeros, edge or reflected values: all on input 0's grid
 }
 FOLDABLE_ACTIVATIONS = ("Relu", "Clip")
 # Ops whose subgraphs are planned like the main graph.
@@ -222,6 +223,8 @@ class _Planner:
                 return Reason.NOT_FLOAT, f"tensor {value.name!r} is {value.dtype.name}"
         if role is Role.WEIGHTED:
             return self._weight_refusal(node)
+        if node.op_type == "Pad":
+            return _pad_refusal(node, self.opset)
         return None
 
     def _weight_refusal(self, node: ir.Node) -> tuple[Reason, str] | None:
@@ -381,12 +384,10 @@ class _Planner:
         if node in self.refusals:
             reason, detail = self.refusals[node]
             return NodeDecision(name, node.op_type, reason, detail)
-        return NodeDecision(
-            name,
-            node.op_type,
-            Reason.NO_QUANTIZED_NEIGHBOUR,
-            "no quantized tensor next to it, so int8 would only add conversions",
-        )
+        detail = "no quantized tensor next to it, so int8 would only add conversions"
+        if node.op_type == "Pad" and node.inputs[0].is_graph_input():
+            detail = "pads the float input (quantized right after it)"
+        return NodeDecision(name, node.op_type, Reason.NO_QUANTIZED_NEIGHBOUR, detail)
 
 
 def _role(node: ir.Node) -> Role | None:
@@ -443,6 +444,22 @@ def _clip_min(node: ir.Node, opset: int) -> float | None:
     low = node.inputs[1] if len(node.inputs) > 1 else None
     array = constant_array(low)
     return float(array) if array is not None and array.size == 1 else None
+
+
+def _pad_refusal(node: ir.Node, opset: int) -> tuple[Reason, str] | None:
+    """Padding with a constant other than 0 adds a value the input's range may not hold."""
+    if node.attributes.get_string("mode", "constant") != "constant":
+        return None
+    if opset < 11:
+        value = node.attributes.get_float("value", 0.0)
+    elif len(node.inputs) > 2 and node.inputs[2] is not None:
+        array = constant_array(node.inputs[2])
+        value = None if array is None or array.size != 1 else float(array.reshape(()))
+    else:
+        value = 0.0
+    if value != 0.0:
+        return Reason.UNSUPPORTED_ATTRIBUTE, "Pad with a constant other than 0"
+    return None
 
 
 def _gemm_bias_refusal(node: ir.Node) -> tuple[Reason, str] | None:

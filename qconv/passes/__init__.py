@@ -4,9 +4,10 @@ Preparation runs on the float graph before calibration: conversion to opset 13 w
 weights are wanted and the model is older, Identity/Dropout removal, constant folding (so
 weights behind Constant/Cast/Transpose chains become initializers), BatchNormalization folding,
 folding of per-channel Mul/Div/Add/Sub constants into the Conv before them, HardSigmoid and
-HardSwish written out in ops with integer forms, then shape inference (the plan needs dtypes)
-and a topological sort. Rewriting runs after calibration: Q/DQ insertion, then optionally
-conversion to QOperator form.
+HardSwish written out in ops with integer forms, a topological sort and shape inference (the
+plan needs dtypes), then padding of depthwise convolutions to channel counts onnxruntime's int8
+kernel runs fast (it needs the inferred shapes). Rewriting runs after calibration: Q/DQ
+insertion, then optionally conversion to QOperator form.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import logging
 import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass, TopologicalSortPass
 
-from qconv.config import PerTensor, QuantizeConfig
+from qconv.config import PerTensor, QuantizeConfig, QuantType
 from qconv.decisions import DecisionLog
 from qconv.passes.decompose_hard_activations import DecomposeHardActivationsPass
 from qconv.passes.fold_affine import FoldAffinePass
 from qconv.passes.fold_batchnorm import FoldBatchNormPass
 from qconv.passes.fold_constants import FoldConstantsPass
+from qconv.passes.pad_channels import PadChannelsPass
 from qconv.passes.remove_identity import RemoveIdentityPass
 from qconv.passes.upgrade_opset import UpgradeOpsetPass
 
@@ -41,6 +43,9 @@ def prepare(model: ir.Model, config: QuantizeConfig, decisions: DecisionLog) -> 
     passes.append(TopologicalSortPass())
     ir.passes.Sequential(*passes)(model)
     _infer_shapes(model, decisions)
+    if config.fuse and config.weight_type is QuantType.INT8:
+        # onnxruntime's fast depthwise kernel is the one for symmetric int8 weights.
+        PadChannelsPass(config.exclude, decisions)(model)
     return model
 
 
