@@ -163,6 +163,13 @@ def switchable_model(
         if name in result.rescaled:  # the QDQ model dropped a Mul/Div by a constant: restore it
             float_value, scaling = _scaled(float_value, result.rescaled[name], name)
             new_nodes += scaling
+        if name in result.offsets:  # ... or an Add/Sub of a constant and a Relu/Clip after it
+            factor, offset, low, high = result.offsets[name]
+            float_value, scaling = _scaled(float_value, factor, f"{name}__pre")
+            float_value, shifting = _shifted(float_value, offset, name)
+            shifting = scaling + shifting
+            clamped, clamp = _clamp(float_value, (low, high))
+            float_value, new_nodes = clamped, new_nodes + shifting + clamp
         if name in outputs:  # the selector takes over the graph output's name
             node.output[0] = f"{name}__dequantized"
             selected, name = name, node.output[0]
@@ -182,6 +189,8 @@ def switchable_model(
 
 def _float_source(node, producers, sources, float_constants, graph) -> str | None:
     quantize = producers.get(node.input[0])
+    if quantize is not None and quantize.op_type == "Clip":  # a Clip on integers
+        quantize = producers.get(quantize.input[0])
     if quantize is not None and quantize.op_type == "QuantizeLinear":
         return quantize.input[0]
     original = sources.get(node.output[0])
@@ -220,6 +229,17 @@ def _scaled(value: str, factor: float, dequantized: str) -> tuple[str, list]:
             "Constant", [], [names[0]], value=numpy_helper.from_array(np.array(factor, np.float32))
         ),
         helper.make_node("Mul", [value, names[0]], [names[1]]),
+    ]
+    return names[1], nodes
+
+
+def _shifted(value: str, offset: float, dequantized: str) -> tuple[str, list]:
+    names = [f"{dequantized}__offset", f"{dequantized}__shifted"]
+    nodes = [
+        helper.make_node(
+            "Constant", [], [names[0]], value=numpy_helper.from_array(np.array(offset, np.float32))
+        ),
+        helper.make_node("Add", [value, names[0]], [names[1]]),
     ]
     return names[1], nodes
 

@@ -34,6 +34,8 @@ class Reason(enum.Enum):
     SHARES_INPUT_SCALE = "quantized-shares-input-scale"
     ACTIVATION_FOLDED = "activation-folded-into-range"
     SCALE_FOLDED = "constant-factor-folded-into-scale"
+    OFFSET_FOLDED = "constant-offset-folded-into-zero-point"
+    CLAMPED_ON_INTEGERS = "clamped-on-integers"
     EXCLUDED = "excluded-by-user"
     NO_INTEGER_KERNEL = "op-without-integer-support"
     NOT_FLOAT = "input-not-float"
@@ -50,6 +52,8 @@ class Reason(enum.Enum):
             Reason.SHARES_INPUT_SCALE,
             Reason.ACTIVATION_FOLDED,
             Reason.SCALE_FOLDED,
+            Reason.OFFSET_FOLDED,
+            Reason.CLAMPED_ON_INTEGERS,
         )
 
 

@@ -12,7 +12,11 @@ The plan reads the prepared float graph and changes nothing. Rules:
 4. A Mul or Div by a positive scalar constant next to a quantized tensor costs nothing: its
    output is the same integers read with the scale multiplied (divided) by the constant, so
    the node is removed and a DequantizeLinear with that scale takes its place.
-5. A Relu or a Clip with lower bound 0 that is the only reader of a quantized node's output is
+5. An Add or Sub of a scalar constant next to a quantized tensor (HardSwish's ``x + 3``) is the
+   same integers with the zero point moved: the node is removed, the input's scale is aligned
+   so the constant is a whole number of steps, and a Relu/Clip reading it runs as a Clip on the
+   integers. This needs asymmetric activations and an input with a scale of its own.
+6. A Relu or a Clip with lower bound 0 that is the only reader of a quantized node's output is
    folded into that output's range when activations are asymmetric: the zero point then sits at
    the bottom of the integer range, so clamping to it is exactly the Relu. Under symmetric
    activations negative values stay representable, so the Relu is kept.
@@ -39,6 +43,7 @@ class Role(enum.Enum):
     OWN_SCALE = "own-scale"  # data inputs, output has its own scale
     SHARED = "shared"  # output reuses the scale of data input 0
     RESCALE = "rescale"  # Mul/Div by a positive scalar: output = input integers, scaled scale
+    SHIFT = "shift"  # Add/Sub of a scalar: output = input integers, zero point moved
 
 
 ROLES: dict[str, Role] = {
@@ -99,6 +104,12 @@ class QuantizationPlan:
         folded: Relu/Clip nodes to remove because their range does their work.
         rescaled: Output of a Mul/Div by a positive scalar -> (its data input, the factor its
             scale is multiplied by); the node is removed, in graph order.
+        shifted: Output of an Add/Sub of a scalar -> (its data input, the constant added); the
+            node is removed, in graph order.
+        clamped: Output of a Relu/Clip reading a shifted value -> (that value, low, high); it
+            becomes a Clip on the integers, in graph order.
+        fallbacks: Shifted value -> the tensor calibrated in case its node must be planned as
+            an ordinary Add after all (when moving the zero point would cost resolution).
         notes: Plan-wide remarks for the report.
     """
 
@@ -108,12 +119,17 @@ class QuantizationPlan:
     constants: list[WeightSpec] = field(default_factory=list)
     folded: list[ir.Node] = field(default_factory=list)
     rescaled: dict[ir.Value, tuple[ir.Value, float]] = field(default_factory=dict)
+    shifted: dict[ir.Value, tuple[ir.Value, float]] = field(default_factory=dict)
+    clamped: dict[ir.Value, tuple[ir.Value, float | None, float | None]] = field(
+        default_factory=dict
+    )
+    fallbacks: dict[ir.Value, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
     def calibration_tensors(self) -> list[str]:
         """Names of the float-model tensors whose statistics the plan needs, in graph order."""
-        return list(dict.fromkeys(self.activations.values()))
+        return list(dict.fromkeys([*self.activations.values(), *self.fallbacks.values()]))
 
     def root(self, value: ir.Value) -> ir.Value:
         """The value whose parameters ``value`` uses (itself unless it shares a scale)."""
@@ -125,17 +141,20 @@ class QuantizationPlan:
         return [d.node for d in self.decisions if d.reason.quantized]
 
 
-def make_plan(model: ir.Model, config: QuantizeConfig) -> QuantizationPlan:
+def make_plan(
+    model: ir.Model, config: QuantizeConfig, unshifted: frozenset[ir.Node] = frozenset()
+) -> QuantizationPlan:
     """Plan the quantization of ``model``'s graph and of its If/Loop/Scan subgraphs.
 
     Each graph is planned on its own with the same rules; a value of an outer graph read inside
     a subgraph is one tensor with one Q/DQ pair. Subgraphs of other ops (custom control flow)
-    stay float, each node with the reason.
+    stay float, each node with the reason. Add/Sub nodes in ``unshifted`` are planned as
+    ordinary Adds rather than as moved zero points.
     """
     opset = model.opset_imports.get("", 13)
     plan = QuantizationPlan()
     for graph in calibratable_graphs(model.graph):
-        _Planner(graph, config, opset).plan(plan)
+        _Planner(graph, config, opset, unshifted).plan(plan)
     for node, owner in _uncalibratable_nodes(model.graph):
         plan.decisions.append(
             NodeDecision(
@@ -189,12 +208,18 @@ def _subgraphs(node: ir.Node) -> list[ir.Graph]:
 
 
 class _Planner:
-    def __init__(self, graph: ir.Graph, config: QuantizeConfig, opset: int) -> None:
+    def __init__(
+        self, graph: ir.Graph, config: QuantizeConfig, opset: int, unshifted: frozenset[ir.Node]
+    ) -> None:
         self.graph = graph
         self.config = config
         self.opset = opset
+        self.unshifted = unshifted
         self.refusals: dict[ir.Node, tuple[Reason, str]] = {}
         self.quantized: set[ir.Node] = set()
+        # SHIFT/RESCALE nodes planned as ordinary elementwise ops (see _demote_offsets)
+        self.demoted: set[ir.Node] = set()
+        self.clamps: dict[ir.Node, ir.Node] = {}  # SHIFT node -> the Relu/Clip it feeds
 
     def plan(self, plan: QuantizationPlan) -> None:
         """Add this graph's nodes, tensors and decisions to ``plan``."""
@@ -203,12 +228,22 @@ class _Planner:
             refusal = self._refusal(node)
             if refusal:
                 self.refusals[node] = refusal
+        shifts = {n for n in nodes if _role(n) is Role.SHIFT}
+        self.demoted = shifts & self.unshifted
+        if self.config.symmetric_activations:  # the zero point must be free to move
+            self.demoted = shifts
         self.quantized = {n for n in nodes if n not in self.refusals and _role(n) is Role.WEIGHTED}
         self._propagate(nodes)
-        folded = self._fold_activations(nodes)
+        self._demote_offsets(nodes, self._fold_activations(nodes))
+        folded = self._fold_activations(nodes)  # a demoted SHIFT's Relu/Clip folds as usual
+        self.clamps = {n: c for n in nodes if (c := self._clamp_reader(n)) is not None}
         self._collect_tensors(plan, nodes, folded)
         plan.folded += list(folded.values())
         plan.decisions += [self._decision(n, folded) for n in nodes]
+
+    def _role(self, node: ir.Node) -> Role | None:
+        role = _role(node)
+        return Role.ELEMENTWISE if node in self.demoted else role
 
     # -- eligibility -------------------------------------------------------------------------
 
@@ -262,29 +297,71 @@ class _Planner:
     def _quantized_tensors(self) -> set[ir.Value]:
         tensors: set[ir.Value] = set()
         for node in self.quantized:
-            tensors.update(_data_inputs(node, _role(node)))
+            tensors.update(_data_inputs(node, self._role(node)))
             tensors.update(node.outputs[: _data_outputs(node)])
-            folded = self._folded_reader(node)
+            folded = self._folded_reader(node) or self._clamp_reader(node)
             if folded is not None:
                 tensors.add(folded.outputs[0])  # it will be the same quantized tensor
         return tensors
 
     def _folded_reader(self, node: ir.Node) -> ir.Node | None:
         """The Relu/Clip that will be folded into ``node``'s output range, if any."""
-        if self.config.symmetric_activations or _role(node) in (Role.SHARED, Role.RESCALE):
+        passthrough = (Role.SHARED, Role.RESCALE, Role.SHIFT)
+        if self.config.symmetric_activations or self._role(node) in passthrough:
             return None
         reader = single_consumer(node.outputs[0])
         return reader if reader is not None and self._foldable_activation(reader) else None
 
-    @staticmethod
-    def _touches(node: ir.Node, tensors: set[ir.Value]) -> bool:
-        role = _role(node)
+    def _clamp_reader(self, node: ir.Node) -> ir.Node | None:
+        """The Relu/Clip that will run on the integers of a SHIFT node's output, if any."""
+        if self._role(node) is not Role.SHIFT:
+            return None
+        reader = single_consumer(node.outputs[0])
+        if reader is None or reader.op_type not in FOLDABLE_ACTIVATIONS:
+            return None
+        if reader.name in self.config.exclude or reader.op_type in self.config.exclude:
+            return None
+        if any(user.graph is not reader.graph for user in reader.outputs[0].consumers()):
+            return None
+        return reader if _clamp_bounds(reader, self.opset) is not None else None
+
+    def _touches(self, node: ir.Node, tensors: set[ir.Value]) -> bool:
+        role = self._role(node)
         inputs = _data_inputs(node, role)
-        if role in (Role.SHARED, Role.RESCALE):
+        if role in (Role.SHARED, Role.RESCALE, Role.SHIFT):
             return inputs[0] in tensors
         return any(v in tensors for v in inputs) or any(v in tensors for v in node.outputs)
 
     # -- activation folding ------------------------------------------------------------------
+
+    def _demote_offsets(self, nodes: list[ir.Node], folded: dict[ir.Value, ir.Node]) -> None:
+        """Plan as an ordinary elementwise op a SHIFT whose input does not come (through
+        Mul/Div by constants) from a tensor with a scale of its own, whose scale is aligned to
+        the constant, or whose root another SHIFT aligns too."""
+        replaced = {act.outputs[0]: value for value, act in folded.items()}
+        roots: dict[ir.Value, ir.Value] = {}  # RESCALE output -> the tensor it scales
+        moved: set[ir.Value] = set()  # shifted values and their roots
+        own_scale = (Role.WEIGHTED, Role.ELEMENTWISE, Role.OWN_SCALE)
+        for node in nodes:
+            role = self._role(node)
+            if node not in self.quantized or role not in (Role.SHIFT, Role.RESCALE):
+                continue
+            source = _data_inputs(node, role)[0]
+            source = replaced.get(source, source)
+            root = roots.get(source, source)
+            if role is Role.RESCALE:
+                if source in moved:
+                    moved.add(node.outputs[0])
+                else:
+                    roots[node.outputs[0]] = root
+                continue
+            producer = root.producer()
+            scaled = producer in self.quantized and self._role(producer) in own_scale
+            if not scaled or root in moved:
+                self.demoted.add(node)
+                continue
+            clamp = self._clamp_reader(node)
+            moved.update((root, node.outputs[0]) + ((clamp.outputs[0],) if clamp else ()))
 
     def _fold_activations(self, nodes: list[ir.Node]) -> dict[ir.Value, ir.Node]:
         folded: dict[ir.Value, ir.Node] = {}
@@ -313,10 +390,21 @@ class _Planner:
         for node in nodes:
             if node not in self.quantized:
                 continue
-            role = _role(node)
+            role = self._role(node)
             if role is Role.RESCALE:
                 source = _data_inputs(node, role)[0]
                 plan.rescaled[node.outputs[0]] = (replaced.get(source, source), _factor(node))
+                continue
+            if role is Role.SHIFT:
+                source = _data_inputs(node, role)[0]
+                plan.shifted[node.outputs[0]] = (replaced.get(source, source), _offset(node))
+                plan.fallbacks[node.outputs[0]] = node.outputs[0].name
+                clamp = self.clamps.get(node)
+                if clamp is not None:
+                    low, high = _clamp_bounds(clamp, self.opset)
+                    plan.clamped[clamp.outputs[0]] = (node.outputs[0], low, high)
+                    if _clip_min(clamp, self.opset) == 0.0 or clamp.op_type == "Relu":
+                        plan.fallbacks[node.outputs[0]] = clamp.outputs[0].name  # would fold
                 continue
             for index, value in enumerate(node.inputs):
                 value = replaced.get(value, value)
@@ -345,7 +433,8 @@ class _Planner:
         if constant_array(value) is not None:
             plan.constants.append(WeightSpec(node, index, None, "constant"))
             return
-        if value in plan.shared or value in plan.activations or value in plan.rescaled:
+        planned = (plan.shared, plan.activations, plan.rescaled, plan.shifted, plan.clamped)
+        if any(value in table for table in planned):
             return
         source = folded.get(value)
         plan.activations[value] = source.outputs[0].name if source else value.name
@@ -366,6 +455,10 @@ class _Planner:
 
     def _decision(self, node: ir.Node, folded: dict[ir.Value, ir.Node]) -> NodeDecision:
         name = node_name(node)
+        shifts = {clamp: shift for shift, clamp in self.clamps.items()}
+        if node in shifts:
+            detail = f"runs as a Clip on the integers after {node_name(shifts[node])}"
+            return NodeDecision(name, node.op_type, Reason.CLAMPED_ON_INTEGERS, detail)
         if node in folded.values():
             producer = node.inputs[0].producer()
             return NodeDecision(
@@ -375,9 +468,12 @@ class _Planner:
                 f"folded into the output range of {node_name(producer)}",
             )
         if node in self.quantized:
-            if _role(node) is Role.SHARED:
+            if self._role(node) is Role.SHARED:
                 return NodeDecision(name, node.op_type, Reason.SHARES_INPUT_SCALE, "")
-            if _role(node) is Role.RESCALE:
+            if self._role(node) is Role.SHIFT:
+                detail = f"removed: its input's zero point moves by {_offset(node):.6g} / scale"
+                return NodeDecision(name, node.op_type, Reason.OFFSET_FOLDED, detail)
+            if self._role(node) is Role.RESCALE:
                 detail = f"removed: its input's scale is multiplied by {_factor(node):.6g}"
                 return NodeDecision(name, node.op_type, Reason.SCALE_FOLDED, detail)
             return NodeDecision(name, node.op_type, Reason.QUANTIZED, "")
@@ -395,7 +491,50 @@ def _role(node: ir.Node) -> Role | None:
         return None
     if _scalar_operand(node) is not None:
         return Role.RESCALE
+    if _scalar_offset(node) is not None:
+        return Role.SHIFT
     return ROLES.get(node.op_type)
+
+
+def _scalar_offset(node: ir.Node) -> float | None:
+    """The constant ``c`` that ``Add(x, c)``, ``Add(c, x)`` or ``Sub(x, -c)`` adds to ``x``."""
+    if node.op_type not in ("Add", "Sub") or len(node.inputs) != 2:
+        return None
+    candidates = (1,) if node.op_type == "Sub" else (1, 0)
+    for index in candidates:
+        array = constant_array(node.inputs[index])
+        other = constant_array(node.inputs[1 - index])
+        if array is None or other is not None or array.size != 1 or array.dtype != np.float32:
+            continue
+        number = float(array.reshape(()))
+        if np.isfinite(number) and number != 0.0:
+            return number if node.op_type == "Add" else -number
+    return None
+
+
+def _offset(node: ir.Node) -> float:
+    offset = _scalar_offset(node)
+    assert offset is not None
+    return offset
+
+
+def _clamp_bounds(node: ir.Node, opset: int) -> tuple[float | None, float | None] | None:
+    """(low, high) of a Relu or of a Clip with constant (or absent) bounds, else None."""
+    if node.op_type == "Relu":
+        return 0.0, None
+    if opset < 11:
+        return node.attributes.get_float("min", None), node.attributes.get_float("max", None)
+    bounds: list[float | None] = []
+    for index in (1, 2):
+        value = node.inputs[index] if len(node.inputs) > index else None
+        if value is None:
+            bounds.append(None)
+            continue
+        array = constant_array(value)
+        if array is None or array.size != 1:
+            return None
+        bounds.append(float(array.reshape(())))
+    return bounds[0], bounds[1]
 
 
 def _scalar_operand(node: ir.Node) -> float | None:
@@ -426,7 +565,7 @@ def _data_inputs(node: ir.Node, role: Role | None) -> list[ir.Value]:
         if node.op_type == "MatMul" and constant_array(node.inputs[1]) is None:
             return [node.inputs[0], node.inputs[1]]
         return [node.inputs[0]]
-    if role is Role.RESCALE:
+    if role in (Role.RESCALE, Role.SHIFT):
         return [v for v in node.inputs if constant_array(v) is None]
     if role in (Role.ELEMENTWISE, Role.OWN_SCALE):
         return [v for v in node.inputs if v is not None]

@@ -21,7 +21,13 @@ from qconv.calibrate.collect import (
     tensor_bytes,
 )
 from qconv.calibrate.histogram import TensorStats
-from qconv.calibrate.params import TensorRange, activation_params, tensor_ranges
+from qconv.calibrate.params import (
+    TensorRange,
+    activation_params,
+    align_to_offsets,
+    costly_shifts,
+    tensor_ranges,
+)
 from qconv.config import QuantFormat, QuantizeConfig
 from qconv.data import DataReader
 from qconv.decisions import DecisionLog, NodeDecision
@@ -29,7 +35,7 @@ from qconv.errors import ConfigError, VerificationError
 from qconv.model_io import all_nodes
 from qconv.passes import prepare
 from qconv.passes.insert_qdq import InsertQDQPass, QuantizedConstant
-from qconv.plan import make_plan
+from qconv.plan import QuantizationPlan, make_plan
 from qconv.runtime import create_session
 
 log = logging.getLogger(__name__)
@@ -54,6 +60,10 @@ class QuantizationResult:
         statistics: The calibration statistics of every calibrated tensor.
         rescaled: QDQ-model DequantizeLinear output standing for a removed Mul/Div by a
             constant -> the factor between it and its QuantizeLinear's float input.
+        offsets: QDQ-model DequantizeLinear output standing for a removed Add/Sub of a
+            constant (and a Relu/Clip after it, now a Clip on integers) -> (factor, offset,
+            low, high): it approximates
+            ``clip(factor * float input of its QuantizeLinear + offset, low, high)``.
         folded_bounds: QDQ-model DequantizeLinear output -> the (low, high) clamp of the Relu
             or Clip folded into its range (the float computation needs it back), applied
             before any ``rescaled`` factor.
@@ -73,6 +83,9 @@ class QuantizationResult:
     statistics: dict[str, TensorStats] = field(default_factory=dict)
     folded_bounds: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     rescaled: dict[str, float] = field(default_factory=dict)
+    offsets: dict[str, tuple[float, float, float | None, float | None]] = field(
+        default_factory=dict
+    )
 
     @property
     def quantized_count(self) -> int:
@@ -124,7 +137,7 @@ def quantize_model(
         max_memory=max_memory,
     )
     seconds = time.perf_counter() - started
-    ranges = tensor_ranges(plan.calibration_tensors, stats, config)
+    plan, ranges = _settle_offsets(model, config, plan, stats)
     rewrite = InsertQDQPass(plan, activation_params(plan, ranges), config, decisions)
     rewrite(model)
     qdq_model = ir.to_proto(model)
@@ -152,7 +165,22 @@ def quantize_model(
         statistics=stats,
         folded_bounds=rewrite.folded_bounds,
         rescaled=rewrite.rescaled,
+        offsets=rewrite.offsets,
     )
+
+
+def _settle_offsets(
+    model: ir.Model, config: QuantizeConfig, plan: QuantizationPlan, stats: dict[str, TensorStats]
+) -> tuple[QuantizationPlan, dict[str, TensorRange]]:
+    """Re-plan as ordinary Adds the Add/Sub nodes whose zero-point move would cost resolution
+    (their tensors were calibrated as fallbacks), then align the scales for the others."""
+    unshifted: set[ir.Node] = set()
+    ranges = tensor_ranges(plan.calibration_tensors, stats, config)
+    while costly := costly_shifts(plan, ranges):
+        unshifted |= costly
+        plan = make_plan(model, config, frozenset(unshifted))
+        ranges = tensor_ranges(plan.calibration_tensors, stats, config)
+    return plan, align_to_offsets(plan, ranges)
 
 
 def _calibrate(

@@ -56,6 +56,71 @@ def tensor_ranges(
     return ranges
 
 
+# Moving a zero point may grow the scale of the tensor it reads by at most this factor;
+# beyond it an ordinary integer Add (one more rounding) loses less.
+MAX_SCALE_GROWTH = 1.25
+
+
+def costly_shifts(plan: QuantizationPlan, ranges: dict[str, TensorRange]) -> set[ir.Node]:
+    """The Add/Sub nodes of ``plan.shifted`` whose constant would cost their input resolution:
+    aligning its scale to the constant (see :func:`align_to_offsets`) would grow it by more
+    than ``MAX_SCALE_GROWTH``, or the constant is less than one step."""
+    costly = set()
+    for value, (source, offset) in plan.shifted.items():
+        root, reach = _root_reach(plan, source, offset)
+        current = ranges[plan.activations[root]]
+        aligned = _aligned_params(current, reach)
+        if aligned is None or aligned.scale > MAX_SCALE_GROWTH * current.params.scale:
+            costly.add(value.producer())
+    return costly
+
+
+def align_to_offsets(
+    plan: QuantizationPlan, ranges: dict[str, TensorRange]
+) -> dict[str, TensorRange]:
+    """Ranges of the inputs of removed Add/Sub-by-constant nodes, made to carry the constant.
+
+    ``x + c`` is read from ``x``'s integers with the zero point moved by ``c / scale``, so that
+    quotient must be a whole number ``k``: the scale grows to ``|c| / k`` (``k`` the largest that
+    does not shrink the range), and the range is widened to hold ``-c`` so the moved zero point
+    still fits the integer type. The zero point itself stays. When ``x`` is a tensor times
+    constant factors (Mul/Div nodes removed the same way), its root tensor is aligned.
+    """
+    aligned = dict(ranges)
+    for source, offset in plan.shifted.values():
+        root, reach = _root_reach(plan, source, offset)
+        name = plan.activations[root]
+        params = _aligned_params(aligned[name], reach)
+        if params is None:
+            raise ValueError(f"offset {offset} is less than one step of {name!r}")
+        qmin, qmax, zero = params.qtype.qmin, params.qtype.qmax, int(params.zero_point)
+        chosen = (float(params.scale) * (qmin - zero), float(params.scale) * (qmax - zero))
+        aligned[name] = dataclasses.replace(aligned[name], chosen=chosen, params=params)
+    return aligned
+
+
+def _root_reach(plan: QuantizationPlan, source: ir.Value, offset: float) -> tuple[ir.Value, float]:
+    """The tensor with its own scale that ``source`` is a multiple of, and the value of that
+    tensor which the offset brings to 0."""
+    factor = 1.0
+    while source in plan.rescaled:
+        source, step = plan.rescaled[source]
+        factor *= step
+    return source, -offset / factor
+
+
+def _aligned_params(current: TensorRange, reach: float) -> QuantParams | None:
+    """Parameters for ``current``'s range widened to hold ``reach``, with ``reach`` a whole
+    number of steps from 0; None when it is less than one step."""
+    low, high = current.chosen
+    low, high = (min(low, reach), high) if reach < 0 else (low, max(high, reach))
+    qp = compute_qparams(low, high, current.params.qtype, symmetric=False)
+    steps = int(np.floor(abs(reach) / float(qp.scale) * (1 + 1e-6)))
+    if steps < 1:
+        return None
+    return dataclasses.replace(qp, scale=np.asarray(abs(reach) / steps, np.float32))
+
+
 def activation_params(
     plan: QuantizationPlan, ranges: dict[str, TensorRange]
 ) -> dict[ir.Value, QuantParams]:
@@ -66,13 +131,27 @@ def activation_params(
         if value not in params:
             if value in plan.shared:
                 params[value] = resolve(plan.shared[value])
-            else:
+            elif value in plan.rescaled:
                 source, factor = plan.rescaled[value]
                 base = resolve(source)
                 scale = np.asarray(base.scale * factor, np.float32)
                 params[value] = dataclasses.replace(base, scale=scale)
+            elif value in plan.shifted:
+                source, offset = plan.shifted[value]
+                params[value] = shifted_params(resolve(source), offset)
+            else:
+                params[value] = resolve(plan.clamped[value][0])
         return params[value]
 
-    for value in [*plan.shared, *plan.rescaled]:
+    for value in [*plan.shared, *plan.rescaled, *plan.shifted, *plan.clamped]:
         resolve(value)
     return params
+
+
+def shifted_params(base: QuantParams, offset: float) -> QuantParams:
+    """Parameters reading ``base``'s integers as ``x + offset`` (scale aligned beforehand)."""
+    steps = round(offset / float(base.scale))
+    zero = int(base.zero_point) - steps
+    if not base.qtype.qmin <= zero <= base.qtype.qmax:
+        raise ValueError(f"zero point {zero} after an offset of {offset} leaves the type")
+    return dataclasses.replace(base, zero_point=np.asarray(zero, base.zero_point.dtype))

@@ -4,6 +4,9 @@ Given a :class:`QuantizationPlan` and parameters for its activations:
 
 1. folded Relu/Clip nodes are removed (their range already does their work); a Mul/Div by a
    positive scalar becomes a DequantizeLinear of its input's integers with the scale scaled;
+   an Add/Sub of a scalar becomes a DequantizeLinear of its input's integers with the zero
+   point moved, and a Relu/Clip after it a Clip of those integers (the only nodes that run on
+   integers between a QuantizeLinear and a DequantizeLinear);
 2. weights are stored as int8 initializers (per channel along the plan's axis) read through a
    DequantizeLinear; biases become int32 with ``scale = input_scale * weight_scale``; other
    constant inputs are stored quantized like activations;
@@ -38,6 +41,8 @@ from qconv.qparams import (
 PASS = "insert_qdq"
 # A constant in integer form: its data, scale and (optional) zero point initializers.
 StoredConstant = tuple[ir.Value, ir.Value, ir.Value | None]
+# (factor, offset, low, high): what a DequantizeLinear of moved integers stands for
+Offset = tuple[float, float, float | None, float | None]
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,10 @@ class InsertQDQPass(ir.passes.InPlacePass):
         self.rescale_factors: dict[ir.Value, float] = {}
         # DequantizeLinear replacing a Mul/Div -> factor from its QuantizeLinear's float input
         self.rescaled: dict[str, float] = {}
+        # DequantizeLinear replacing an Add/Sub (and Relu/Clip) -> (factor, offset, low, high):
+        # its value is clip(factor * float input of its QuantizeLinear + offset, low, high)
+        self.offsets: dict[str, Offset] = {}
+        self._offsets: dict[ir.Value, Offset] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         # Activation scales and zero points live in the main graph, which every subgraph sees.
@@ -106,8 +115,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
             self._quantize_constant(spec.node.graph, spec)
         for value in list(self.plan.activations) + list(self.plan.shared):
             self._insert_pair(_defining_graph(value), value, self.params[value])
-        for value, (source, factor) in self.plan.rescaled.items():
-            self._rescale(value, source, factor)
+        self._read_moved_integers()
         for graph in model.graphs():
             removed = _remove_unread_dequantize(graph)
             self.dequantized = {k: v for k, v in self.dequantized.items() if v not in removed}
@@ -151,6 +159,22 @@ class InsertQDQPass(ir.passes.InPlacePass):
         else:
             graph.insert_before(graph[0], [q, dq])
 
+    def _read_moved_integers(self) -> None:
+        """Remove the Mul/Div, Add/Sub and Relu/Clip nodes whose outputs are their inputs'
+        integers read differently, each once its input's integers exist."""
+        pending = [
+            *((v, self._rescale, args) for v, args in self.plan.rescaled.items()),
+            *((v, self._shift, args) for v, args in self.plan.shifted.items()),
+            *((v, self._clamp, args) for v, args in self.plan.clamped.items()),
+        ]
+        while pending:
+            ready = [item for item in pending if item[2][0] in self._quantized]
+            if not ready:
+                raise ValueError("a removed node reads a tensor that was never quantized")
+            for value, method, args in ready:
+                method(value, *args)
+            pending = [item for item in pending if item not in ready]
+
     def _rescale(self, value: ir.Value, source: ir.Value, factor: float) -> None:
         """Replace the Mul/Div producing ``value`` by a DequantizeLinear of its input's
         integers with the scale times ``factor``."""
@@ -172,10 +196,72 @@ class InsertQDQPass(ir.passes.InPlacePass):
             _hand_over_graph_output(node.graph, value, dq.outputs[0], self.namer)
         node.graph.remove(node, safe=True)
         self.dequantized[value.name] = dq.outputs[0].name
+        if source in self._offsets:  # clip(F x + c, lo, hi) * f = clip(F f x + c f, ...)
+            self._offsets[value] = _scaled_offset(self._offsets[source], factor)
+            self.offsets[dq.outputs[0].name] = self._offsets[value]
+            return
         self.rescaled[dq.outputs[0].name] = self.rescale_factors[value]
         if source in self._bounds:  # a folded Relu/Clip applies before the factor
             self._bounds[value] = self._bounds[source]
             self.folded_bounds[dq.outputs[0].name] = self._bounds[source]
+
+    def _shift(self, value: ir.Value, source: ir.Value, offset: float) -> None:
+        """Replace the Add/Sub producing ``value`` by a DequantizeLinear of its input's
+        integers with the zero point moved."""
+        quantized = self._quantized[source]
+        self._quantized[value] = quantized
+        factor = self.rescale_factors.get(source, 1.0)  # factors are positive
+        low, high = self._bounds.get(source, (None, None))  # a Relu folded into the source
+        self._offsets[value] = (
+            factor,
+            offset,
+            None if low is None else low * factor + offset,
+            None if high is None else high * factor + offset,
+        )
+        self._read_integers(value, quantized, self.params[value])
+
+    def _clamp(
+        self, value: ir.Value, source: ir.Value, low: float | None, high: float | None
+    ) -> None:
+        """Replace the Relu/Clip producing ``value`` by a Clip of ``source``'s integers."""
+        qp = self.params[value]
+        bounds = []
+        for bound, default in ((low, qp.qtype.qmin), (high, qp.qtype.qmax)):
+            steps = default if bound is None else np.rint(bound / qp.scale) + qp.zero_point
+            integer = np.clip(steps, qp.qtype.qmin, qp.qtype.qmax).astype(qp.zero_point.dtype)
+            bounds.append(add_initializer(self.main, self.namer.fresh("qc"), integer))
+        clip = ir.node("Clip", [self._quantized[source], *bounds])
+        clip.outputs[0].name = self.namer.fresh("qc_q")
+        clip.outputs[0].type = ir.TensorType(_ir_dtype(qp))
+        clip.outputs[0].shape = value.shape
+        value.producer().graph.insert_after(value.producer(), clip)
+        self._quantized[value] = clip.outputs[0]
+        factor, offset, before_low, before_high = self._offsets[source]
+        self._offsets[value] = (
+            factor,
+            offset,
+            _tighter(before_low, low, max),
+            _tighter(before_high, high, min),
+        )
+        self._read_integers(value, clip.outputs[0], qp)
+
+    def _read_integers(self, value: ir.Value, integers: ir.Value, qp: QuantParams) -> None:
+        """Make ``value``'s readers read ``integers`` dequantized with ``qp``, and remove the
+        float node that computed ``value``."""
+        scale, zero = self._qparam_initializers(self.main, self.namer.fresh("qa"), qp)
+        dq = ir.node("DequantizeLinear", [integers, scale, zero])
+        dq.outputs[0].name = self.namer.fresh(f"{scale.name[:-2]}_dq")
+        dq.outputs[0].type = value.type
+        dq.outputs[0].shape = value.shape
+        node = value.producer()
+        node.graph.insert_after(node, dq)
+        for use in list(value.uses()):
+            use.node.replace_input_with(use.idx, dq.outputs[0])
+        if value.is_graph_output():
+            _hand_over_graph_output(node.graph, value, dq.outputs[0], self.namer)
+        node.graph.remove(node, safe=True)
+        self.dequantized[value.name] = dq.outputs[0].name
+        self.offsets[dq.outputs[0].name] = self._offsets[value]
 
     def _qparam_initializers(
         self, graph: ir.Graph, base: str, qp: QuantParams, zero_needed: bool = True
@@ -271,6 +357,24 @@ def _activation_bounds(node: ir.Node) -> tuple[float | None, float | None]:
         else:
             bounds.append(node.attributes.get_float(attribute, None))
     return bounds[0], bounds[1]
+
+
+def _scaled_offset(offset: Offset, factor: float) -> Offset:
+    """``offset`` multiplied by a positive ``factor``."""
+    scale, shift, low, high = offset
+    return (
+        scale * factor,
+        shift * factor,
+        None if low is None else low * factor,
+        None if high is None else high * factor,
+    )
+
+
+def _tighter(first: float | None, second: float | None, pick) -> float | None:
+    """The tighter of two optional clamp bounds (``pick`` is max for lows, min for highs)."""
+    if first is None or second is None:
+        return second if first is None else first
+    return pick(first, second)
 
 
 def _needs_zero_point(spec: WeightSpec, qp: QuantParams) -> bool:

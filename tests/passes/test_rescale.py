@@ -1,7 +1,8 @@
-"""Mul/Div by a positive constant folded into a scale, on the hard-swish that Paddle exports.
+"""Constants folded into quantization parameters, on the hard-swish that Paddle exports.
 
-``x * Clip(x + 3, 0, 6) / 6`` between two convolutions: the Clip folds into the Add's range, the
-Div disappears into a DequantizeLinear scale, and every op left runs on integers.
+``x * Clip(x + 3, 0, 6) / 6`` between two convolutions: the Add disappears into a moved zero
+point of the Conv output's integers, the Clip becomes a Clip of those integers, the Div a
+DequantizeLinear scale, and every op left runs on integers.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections import Counter
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 
 from qconv.analyze import SWITCH_INPUT, switchable_model
 from qconv.config import QuantFormat, QuantizeConfig
@@ -60,35 +62,55 @@ def quantized(fmt: QuantFormat = QuantFormat.QDQ):
     return model, quantize_model(model, Batches(feeds(16)), QuantizeConfig(format=fmt))
 
 
-def test_div_by_a_constant_becomes_a_scale_and_the_outputs_stay_close():
+def test_add_and_div_by_constants_become_parameters_and_the_outputs_stay_close():
     model, result = quantized()
     reasons = {d.op_type: d.reason for d in result.decisions}
+    assert reasons["Add"] is Reason.OFFSET_FOLDED
+    assert reasons["Clip"] is Reason.CLAMPED_ON_INTEGERS
     assert reasons["Div"] is Reason.SCALE_FOLDED
-    assert reasons["Clip"] is Reason.ACTIVATION_FOLDED
     ops = Counter(n.op_type for n in result.model.graph.node)
-    assert ops["Div"] == 0 and ops["Clip"] == 0
-    assert ops["Conv"] == 2 and ops["Add"] == 1 and ops["Mul"] == 1
-    # x, c, the clipped Add output, the product h and y: the Div needs no pair of its own.
-    assert ops["QuantizeLinear"] == 5
+    assert ops["Div"] == 0 and ops["Add"] == 0 and ops["Clip"] == 1
+    assert ops["Conv"] == 2 and ops["Mul"] == 1
+    # x, c, the product h and y: the Add, Clip and Div need no pair of their own.
+    assert ops["QuantizeLinear"] == 4
     for feed in feeds(4):
         (expected,) = run(model, feed)
         (actual,) = run(result.model, feed)
         assert sqnr_db(expected, actual) > 30
 
 
-def test_the_rescaled_dequantize_reads_the_add_integers_with_a_sixth_of_the_scale():
+def test_the_clip_runs_on_the_conv_integers_and_is_read_with_moved_parameters():
     _, result = quantized()
     graph = result.model.graph
     producers = {o: n for n in graph.node for o in n.output}
     values = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    clip = next(n for n in graph.node if n.op_type == "Clip")
+    quantize = producers[clip.input[0]]
+    assert quantize.op_type == "QuantizeLinear" and quantize.input[0] == "c"
+    scale, zero = float(values[quantize.input[1]]), int(values[quantize.input[2]])
+    steps = 3.0 / scale
+    assert abs(steps - round(steps)) < 1e-3  # the scale was aligned: 3 is whole steps
+    low, high = int(values[clip.input[1]]), int(values[clip.input[2]])
+    assert (low, high) == (zero - round(steps), zero + round(steps))  # 0 and 6 after the Add
     mul = next(n for n in graph.node if n.op_type == "Mul")
-    rescaled = [producers[i] for i in mul.input if i in result.rescaled]
-    assert len(rescaled) == 1 and result.rescaled[rescaled[0].output[0]] == 1 / 6
-    quantize = producers[rescaled[0].input[0]]
-    assert quantize.op_type == "QuantizeLinear"
-    np.testing.assert_allclose(
-        values[rescaled[0].input[1]] * 6, values[quantize.input[1]], rtol=1e-6
-    )
+    (divided,) = [producers[i] for i in mul.input if producers[i].input[0] == clip.output[0]]
+    np.testing.assert_allclose(float(values[divided.input[1]]) * 6, scale, rtol=1e-6)
+    assert int(values[divided.input[2]]) == low
+    assert result.offsets[divided.output[0]] == (pytest.approx(1 / 6), 0.5, 0.0, 1.0)
+
+
+def test_symmetric_activations_keep_the_add_with_its_own_range():
+    model = hard_swish_model()
+    config = QuantizeConfig(symmetric_activations=True)
+    result = quantize_model(model, Batches(feeds(8)), config)
+    reasons = {d.op_type: d.reason for d in result.decisions}
+    assert reasons["Add"] is Reason.QUANTIZED
+    producers = {o: n.op_type for n in result.model.graph.node for o in n.output}
+    clips = [n for n in result.model.graph.node if n.op_type == "Clip"]
+    assert all(producers[n.input[0]] != "QuantizeLinear" for n in clips)  # none on integers
+    (expected,) = run(model, feeds(1)[0])
+    (actual,) = run(result.model, feeds(1)[0])
+    assert sqnr_db(expected, actual) > 25
 
 
 def test_qoperator_form_runs_on_integers_only():
@@ -98,7 +120,10 @@ def test_qoperator_form_runs_on_integers_only():
     # The float input's three channels are padded to four before it is quantized.
     assert all(set(n.input) & inputs for n in nodes if n.op_type == "Pad")
     ops = {n.op_type for n in nodes} - {"Pad"}
-    assert ops <= {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearAdd", "QLinearMul"}
+    assert ops <= {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "Clip", "QLinearMul"}
+    (clip,) = [n for n in nodes if n.op_type == "Clip"]
+    producers = {o: n for n in nodes for o in n.output}
+    assert producers[clip.input[0]].op_type == "QLinearConv"  # it clamps integers
     for feed in feeds(4):
         (expected,) = run(model, feed)
         (actual,) = run(result.model, feed)
