@@ -56,9 +56,10 @@ def tensor_ranges(
     return ranges
 
 
-# Moving a zero point may grow the scale of the tensor it reads by at most this factor;
-# beyond it an ordinary integer Add (one more rounding) loses less.
-MAX_SCALE_GROWTH = 1.25
+# Moving a zero point may grow the scale of the tensor it reads by at most this factor; beyond
+# it an ordinary integer Add loses less. Measured on the PP-OCRv4 recogniser (37 Add-of-a-scalar
+# after its convolutions): exact lines 0.96 at 1.02 (as float), 0.955 at 1.05, 0.945 at 1.25.
+MAX_SCALE_GROWTH = 1.02
 
 
 def costly_shifts(plan: QuantizationPlan, ranges: dict[str, TensorRange]) -> set[ir.Node]:

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import onnxruntime as ort
 
+from qconv.analyze import SWITCH_INPUT, switchable_model
+from qconv.calibrate import params
 from qconv.config import QuantizeConfig
-from qconv.decisions import DecisionLog
+from qconv.decisions import DecisionLog, Reason
 from qconv.passes.decompose_hard_activations import DecomposeHardActivationsPass
 from qconv.plan import ROLES
 from qconv.qparams import sqnr_db
@@ -69,3 +72,33 @@ def test_quantized_block_runs_its_activations_on_integers():
     data = feed(np.random.default_rng(99))
     for expected, actual in zip(run(model, data), run(result.model, data), strict=True):
         assert sqnr_db(expected, actual) > 25
+
+
+def test_switched_off_analysis_model_restores_the_float_activations(monkeypatch):
+    # The written-out HardSwish runs as a moved zero point and a Clip on integers; the
+    # analysis model must still compute the float activation when its switches are off.
+    # This block's wide ranges would need a 5% larger scale, above the default limit.
+    monkeypatch.setattr(params, "MAX_SCALE_GROWTH", 1.1)
+    model = se_model()
+    calibration = [feed(np.random.default_rng(seed)) for seed in range(8)]
+    result = quantize_model(model, Batches(calibration), QuantizeConfig())
+    assert result.offsets  # the Add of 0.5 moved a zero point
+    switchable, switches, _ = switchable_model(result.prepared, result)
+    session = ort.InferenceSession(
+        switchable.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    data = feed(np.random.default_rng(5))
+    off = session.run(None, {**data, SWITCH_INPUT: np.zeros(len(switches), bool)})
+    for expected, actual in zip(run(model, data), off, strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_shift_that_would_grow_the_scale_too_much_stays_an_integer_add():
+    # The HardSwish input spans about [-21, 28]: 3 is 15.7 steps of 0.191, so a whole number
+    # of steps needs a scale of 0.2 (+4.5%), more than MAX_SCALE_GROWTH allows.
+    model = se_model()
+    calibration = [feed(np.random.default_rng(seed)) for seed in range(8)]
+    result = quantize_model(model, Batches(calibration), QuantizeConfig())
+    reasons = {d.node: d.reason for d in result.decisions}
+    assert reasons["HardSwish_hard_add"] is Reason.QUANTIZED
+    assert params.MAX_SCALE_GROWTH < 1.045 and not result.offsets

@@ -175,3 +175,19 @@ def test_a_tensor_read_only_by_a_folded_division_has_no_int8_counterpart():
     )
     assert set(fidelity) == set(result.dequantized)
     assert fidelity["d"].sqnr_db > 30
+
+
+def test_an_offset_smaller_than_a_step_stays_an_integer_add():
+    # Moving the zero point by 0.001 would need a scale of 0.001 (or of 0.001 / k): the Add is
+    # re-planned as an ordinary Add from the statistics calibrated for that case.
+    arrays = {t.name: onnx.numpy_helper.to_array(t) for t in hard_swish_model().graph.initializer}
+    arrays["Three"] = np.float32(0.001)
+    model = make_model(HARD_SWISH, arrays)
+    result = quantize_model(model, Batches(feeds(8)), QuantizeConfig())
+    reasons = {d.op_type: d.reason for d in result.decisions}
+    assert reasons["Add"] is Reason.QUANTIZED and reasons["Clip"] is Reason.ACTIVATION_FOLDED
+    assert not result.offsets
+    for feed in feeds(4):
+        (expected,) = run(model, feed)
+        (actual,) = run(result.model, feed)
+        assert sqnr_db(expected, actual) > 30
