@@ -94,8 +94,8 @@ def test_switched_off_analysis_model_restores_the_float_activations(monkeypatch)
 
 
 def test_a_shift_that_would_grow_the_scale_too_much_stays_an_integer_add():
-    # The HardSwish input spans about [-21, 28]: 3 is 15.7 steps of 0.191, so a whole number
-    # of steps needs a scale of 0.2 (+4.5%), more than MAX_SCALE_GROWTH allows.
+    # The HardSwish input spans about [-21, 28]: 3 is 15.68 steps of 0.191, so a whole number
+    # of steps needs a scale 4.5% larger (15 steps), more than MAX_SCALE_GROWTH allows.
     model = se_model()
     calibration = [feed(np.random.default_rng(seed)) for seed in range(8)]
     result = quantize_model(model, Batches(calibration), QuantizeConfig())
