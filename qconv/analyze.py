@@ -8,7 +8,11 @@ float (``--exclude-from report.json:worst=N``) buys the most accuracy back.
 Speed: one onnxruntime session serves every configuration. Each Q/DQ pair and each quantized
 constant of the QDQ model is wrapped in ``Where(switch[k], dequantized, float)``, and the
 switches are one boolean graph input, so a configuration is just a different feed. The
-evaluation batches are read once and kept (``max_samples`` of them).
+evaluation batches are read once and kept (``max_samples`` of them). A Conv/Gemm/MatMul whose
+weight came through such a Where would lose onnxruntime's packed-weight kernels (a computed
+weight is repacked on every run: 2.5x the float time on a 200-layer Conv chain), so each one
+becomes an ``If`` on its weight's switch with two copies of the node, one reading the weight
+dequantized ahead of time and one the float weight, both constants.
 
 A layer's switches are its quantized constants (weights, biases), the pairs on its outputs, and
 the pairs on its inputs; "only this layer" turns all three on, "all but this layer" turns its
@@ -184,7 +188,119 @@ def switchable_model(
         helper.make_tensor_value_info(SWITCH_INPUT, onnx.TensorProto.BOOL, [len(switches)])
     )
     _sort(graph)
-    return model, switches, _layers(graph, switches, replacement)
+    layers = _layers(graph, switches, replacement)
+    _branch_on_weights(graph, switches, replacement, layers, sources)
+    return model, switches, layers
+
+
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def _branch_on_weights(
+    graph: onnx.GraphProto,
+    switches: list[str],
+    replacement: dict[str, str],
+    layers: list[_Layer],
+    sources: dict[str, str],
+) -> None:
+    """Replace each weighted node reading switched constants by an ``If`` on the weight's
+    switch between two copies reading constants, then drop the selectors left unread.
+
+    A layer's constants always switch together (they are all in its ``own`` switches), so one
+    condition serves the weight and the bias.
+    """
+    selected = {replacement[switches[k]]: switches[k] for k in range(len(switches))}
+    constant = {v: dq for v, dq in selected.items() if dq in sources}
+    own = {k: layer.own for layer in layers for k in layer.own}
+    index = {name: k for k, name in enumerate(switches)}
+    initializers = {t.name: t for t in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+    for position, node in enumerate(list(graph.node)):
+        reads = [name for name in node.input if name in constant]
+        if node.op_type not in WEIGHTED_OPS or not reads:
+            continue
+        keys = [index[constant[name]] for name in reads]
+        if any(k not in own.get(keys[0], ()) for k in keys):
+            continue
+        quantized = {
+            name: _dequantized_constant(producers[constant[name]], initializers) for name in reads
+        }
+        floats = {name: initializers[sources[constant[name]]] for name in reads}
+        node.name = node.name or f"{node.op_type}_{position}"
+        branch = helper.make_node(
+            "If",
+            [f"{constant[reads[0]]}_switch"],
+            list(node.output),
+            name=f"{node.name}__switched",
+            then_branch=_copy_reading(node, quantized, "__int8"),
+            else_branch=_copy_reading(node, floats, "__float"),
+        )
+        graph.node.remove(node)
+        graph.node.insert(position, branch)
+    _remove_unread(graph)
+
+
+def _dequantized_constant(dequantize: onnx.NodeProto, initializers: dict) -> onnx.TensorProto:
+    """What ``dequantize`` computes from its constant inputs, as a tensor."""
+    data, scale, *zero = (numpy_helper.to_array(initializers[i]) for i in dequantize.input)
+    axis = next((a.i for a in dequantize.attribute if a.name == "axis"), 1)
+    shape = [1] * data.ndim
+    if scale.ndim == 1 and data.ndim > 0:
+        shape[axis] = -1
+    offset = zero[0].astype(np.int32).reshape(shape) if zero else np.int32(0)
+    values = (data.astype(np.int32) - offset).astype(np.float32) * scale.reshape(shape)
+    return numpy_helper.from_array(values.astype(np.float32))
+
+
+def _copy_reading(
+    node: onnx.NodeProto, constants: dict[str, onnx.TensorProto], suffix: str
+) -> onnx.GraphProto:
+    """A one-node graph: ``node`` reading ``constants`` (by input name) as its own initializers
+    (onnxruntime pre-packs only a graph's own constant weights), its outputs as the graph's."""
+    copy = onnx.NodeProto()
+    copy.CopyFrom(node)
+    copy.name = f"{node.name}{suffix}"
+    renamed = {name: f"{name}{suffix}" for name in constants}
+    copy.input[:] = [renamed.get(name, name) for name in node.input]
+    copy.output[:] = [f"{name}{suffix}" for name in node.output]
+    initializers = []
+    for name, tensor in constants.items():
+        local = onnx.TensorProto()
+        local.CopyFrom(tensor)
+        local.name = renamed[name]
+        initializers.append(local)
+    outputs = [
+        helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in copy.output
+    ]
+    return helper.make_graph([copy], f"{node.name}{suffix}", [], outputs, initializers)
+
+
+def _remove_unread(graph: onnx.GraphProto) -> None:
+    """Drop nodes and initializers nothing reads any more (selectors of branched weights)."""
+    while True:
+        read = {o.name for o in graph.output} | _subgraph_reads(graph)
+        read |= {name for node in graph.node for name in node.input}
+        unread = [n for n in graph.node if not any(o in read for o in n.output)]
+        if not unread:
+            break
+        for node in unread:
+            graph.node.remove(node)
+    read = {name for node in graph.node for name in node.input} | _subgraph_reads(graph)
+    kept = [t for t in graph.initializer if t.name in read]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+
+
+def _subgraph_reads(graph: onnx.GraphProto) -> set[str]:
+    """Names the subgraphs of ``graph``'s nodes read from outer scopes."""
+    names: set[str] = set()
+    for node in graph.node:
+        for attribute in node.attribute:
+            subgraphs = list(attribute.graphs) + ([attribute.g] if attribute.HasField("g") else [])
+            for subgraph in subgraphs:
+                names |= {name for inner in subgraph.node for name in inner.input}
+                names |= _subgraph_reads(subgraph)
+    return names
 
 
 def _float_source(node, producers, sources, float_constants, graph) -> str | None:

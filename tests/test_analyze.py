@@ -44,6 +44,10 @@ def test_switches_off_give_the_float_model_and_on_give_the_quantized_one():
     # every quantized node with a quantized output is a layer; folded Relu/Clip are not
     kinds = ("quantized", "quantized-shares-input-scale")
     assert len(layers) == sum(d.reason.value in kinds for d in result.decisions)
+    # weighted nodes choose between two constant weights instead of reading a Where's output
+    weighted = sum(d.op_type in ("Conv", "Gemm") for d in result.decisions if d.reason.quantized)
+    assert sum(n.op_type == "If" for n in switchable.graph.node) == weighted
+    assert not any(n.op_type == "Where" and "qw" in n.input[1] for n in switchable.graph.node)
 
 
 def test_ranking_is_sorted_and_leaving_the_worst_layer_float_helps():
