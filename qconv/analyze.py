@@ -30,6 +30,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from qconv.data import DataReader, Feed
+from qconv.passes.insert_qdq import QuantizedConstant
+from qconv.qparams import dequantize
 from qconv.quantize import QuantizationResult
 from qconv.runtime import create_session
 
@@ -189,7 +191,8 @@ def switchable_model(
     )
     _sort(graph)
     layers = _layers(graph, switches, replacement)
-    _branch_on_weights(graph, switches, replacement, layers, sources)
+    constants = {c.dequantized: c for c in result.constants}
+    _branch_on_weights(graph, switches, replacement, layers, constants)
     return model, switches, layers
 
 
@@ -201,7 +204,7 @@ def _branch_on_weights(
     switches: list[str],
     replacement: dict[str, str],
     layers: list[_Layer],
-    sources: dict[str, str],
+    constants: dict[str, QuantizedConstant],
 ) -> None:
     """Replace each weighted node reading switched constants by an ``If`` on the weight's
     switch between two copies reading constants, then drop the selectors left unread.
@@ -209,8 +212,7 @@ def _branch_on_weights(
     A layer's constants always switch together (they are all in its ``own`` switches), so one
     condition serves the weight and the bias.
     """
-    selected = {replacement[switches[k]]: switches[k] for k in range(len(switches))}
-    constant = {v: dq for v, dq in selected.items() if dq in sources}
+    constant = {replacement[dq]: dq for dq in switches if dq in constants}
     own = {k: layer.own for layer in layers for k in layer.own}
     index = {name: k for k, name in enumerate(switches)}
     initializers = {t.name: t for t in graph.initializer}
@@ -223,9 +225,10 @@ def _branch_on_weights(
         if any(k not in own.get(keys[0], ()) for k in keys):
             continue
         quantized = {
-            name: _dequantized_constant(producers[constant[name]], initializers) for name in reads
+            name: _dequantized(producers[constant[name]], constants[constant[name]], initializers)
+            for name in reads
         }
-        floats = {name: initializers[sources[constant[name]]] for name in reads}
+        floats = {name: initializers[constants[constant[name]].tensor] for name in reads}
         node.name = node.name or f"{node.op_type}_{position}"
         branch = helper.make_node(
             "If",
@@ -240,16 +243,12 @@ def _branch_on_weights(
     _remove_unread(graph)
 
 
-def _dequantized_constant(dequantize: onnx.NodeProto, initializers: dict) -> onnx.TensorProto:
-    """What ``dequantize`` computes from its constant inputs, as a tensor."""
-    data, scale, *zero = (numpy_helper.to_array(initializers[i]) for i in dequantize.input)
-    axis = next((a.i for a in dequantize.attribute if a.name == "axis"), 1)
-    shape = [1] * data.ndim
-    if scale.ndim == 1 and data.ndim > 0:
-        shape[axis] = -1
-    offset = zero[0].astype(np.int32).reshape(shape) if zero else np.int32(0)
-    values = (data.astype(np.int32) - offset).astype(np.float32) * scale.reshape(shape)
-    return numpy_helper.from_array(values.astype(np.float32))
+def _dequantized(
+    node: onnx.NodeProto, stored: QuantizedConstant, initializers: dict
+) -> onnx.TensorProto:
+    """What the DequantizeLinear ``node`` of a stored constant computes, as a tensor."""
+    data = numpy_helper.to_array(initializers[node.input[0]])
+    return numpy_helper.from_array(dequantize(data, stored.params))
 
 
 def _copy_reading(
@@ -339,25 +338,24 @@ def _clamp(value: str, bounds: tuple[float | None, float | None]) -> tuple[str, 
 
 
 def _scaled(value: str, factor: float, dequantized: str) -> tuple[str, list]:
-    names = [f"{dequantized}__factor", f"{dequantized}__float"]
-    nodes = [
-        helper.make_node(
-            "Constant", [], [names[0]], value=numpy_helper.from_array(np.array(factor, np.float32))
-        ),
-        helper.make_node("Mul", [value, names[0]], [names[1]]),
-    ]
-    return names[1], nodes
+    return _with_constant(value, "Mul", factor, f"{dequantized}__factor", f"{dequantized}__float")
 
 
 def _shifted(value: str, offset: float, dequantized: str) -> tuple[str, list]:
-    names = [f"{dequantized}__offset", f"{dequantized}__shifted"]
+    return _with_constant(value, "Add", offset, f"{dequantized}__offset", f"{dequantized}__shifted")
+
+
+def _with_constant(
+    value: str, op_type: str, number: float, constant: str, output: str
+) -> tuple[str, list]:
+    """``op_type(value, number)`` as a Constant and a node writing ``output``."""
     nodes = [
         helper.make_node(
-            "Constant", [], [names[0]], value=numpy_helper.from_array(np.array(offset, np.float32))
+            "Constant", [], [constant], value=numpy_helper.from_array(np.array(number, np.float32))
         ),
-        helper.make_node("Add", [value, names[0]], [names[1]]),
+        helper.make_node(op_type, [value, constant], [output]),
     ]
-    return names[1], nodes
+    return output, nodes
 
 
 def _selector(index: int, quantized: str, float_value: str, output: str) -> list:

@@ -498,17 +498,26 @@ def _role(node: ir.Node) -> Role | None:
 
 def _scalar_offset(node: ir.Node) -> float | None:
     """The constant ``c`` that ``Add(x, c)``, ``Add(c, x)`` or ``Sub(x, -c)`` adds to ``x``."""
-    if node.op_type not in ("Add", "Sub") or len(node.inputs) != 2:
+    if node.op_type not in ("Add", "Sub"):
         return None
-    candidates = (1,) if node.op_type == "Sub" else (1, 0)
-    for index in candidates:
+    number = _scalar_constant(node, commutative=node.op_type == "Add")
+    if number is None or number == 0.0:
+        return None
+    return number if node.op_type == "Add" else -number
+
+
+def _scalar_constant(node: ir.Node, commutative: bool) -> float | None:
+    """The finite float32 scalar that is one operand of a binary node whose other operand is
+    not a constant (only the second operand unless ``commutative``)."""
+    if len(node.inputs) != 2:
+        return None
+    for index in (1, 0) if commutative else (1,):
         array = constant_array(node.inputs[index])
         other = constant_array(node.inputs[1 - index])
         if array is None or other is not None or array.size != 1 or array.dtype != np.float32:
             continue
         number = float(array.reshape(()))
-        if np.isfinite(number) and number != 0.0:
-            return number if node.op_type == "Add" else -number
+        return number if np.isfinite(number) else None
     return None
 
 
@@ -539,18 +548,10 @@ def _clamp_bounds(node: ir.Node, opset: int) -> tuple[float | None, float | None
 
 def _scalar_operand(node: ir.Node) -> float | None:
     """The positive constant of ``Mul(x, c)``, ``Mul(c, x)`` or ``Div(x, c)``, if it is one."""
-    if node.op_type not in ("Mul", "Div") or len(node.inputs) != 2:
+    if node.op_type not in ("Mul", "Div"):
         return None
-    candidates = (1,) if node.op_type == "Div" else (1, 0)
-    for index in candidates:
-        array = constant_array(node.inputs[index])
-        other = constant_array(node.inputs[1 - index])
-        if array is None or other is not None or array.size != 1:
-            continue
-        number = array.reshape(())
-        if array.dtype == np.float32 and np.isfinite(number) and number > 0:
-            return float(number)
-    return None
+    number = _scalar_constant(node, commutative=node.op_type == "Mul")
+    return number if number is not None and number > 0 else None
 
 
 def _factor(node: ir.Node) -> float:

@@ -181,29 +181,15 @@ class InsertQDQPass(ir.passes.InPlacePass):
         quantized = self._quantized[source]
         self._quantized[value] = quantized
         self.rescale_factors[value] = self.rescale_factors.get(source, 1.0) * factor
-        scale, zero = self._qparam_initializers(
-            self.main, self.namer.fresh("qa"), self.params[value]
-        )
-        dq = ir.node("DequantizeLinear", [quantized, scale, zero])
-        dq.outputs[0].name = self.namer.fresh(f"{scale.name[:-2]}_dq")
-        dq.outputs[0].type = value.type
-        dq.outputs[0].shape = value.shape
-        node = value.producer()
-        node.graph.insert_after(node, dq)
-        for use in list(value.uses()):
-            use.node.replace_input_with(use.idx, dq.outputs[0])
-        if value.is_graph_output():
-            _hand_over_graph_output(node.graph, value, dq.outputs[0], self.namer)
-        node.graph.remove(node, safe=True)
-        self.dequantized[value.name] = dq.outputs[0].name
+        dequantized = self._read_integers(value, quantized, self.params[value])
         if source in self._offsets:  # clip(F x + c, lo, hi) * f = clip(F f x + c f, ...)
             self._offsets[value] = _scaled_offset(self._offsets[source], factor)
-            self.offsets[dq.outputs[0].name] = self._offsets[value]
+            self.offsets[dequantized] = self._offsets[value]
             return
-        self.rescaled[dq.outputs[0].name] = self.rescale_factors[value]
+        self.rescaled[dequantized] = self.rescale_factors[value]
         if source in self._bounds:  # a folded Relu/Clip applies before the factor
             self._bounds[value] = self._bounds[source]
-            self.folded_bounds[dq.outputs[0].name] = self._bounds[source]
+            self.folded_bounds[dequantized] = self._bounds[source]
 
     def _shift(self, value: ir.Value, source: ir.Value, offset: float) -> None:
         """Replace the Add/Sub producing ``value`` by a DequantizeLinear of its input's
@@ -218,7 +204,8 @@ class InsertQDQPass(ir.passes.InPlacePass):
             None if low is None else low * factor + offset,
             None if high is None else high * factor + offset,
         )
-        self._read_integers(value, quantized, self.params[value])
+        dequantized = self._read_integers(value, quantized, self.params[value])
+        self.offsets[dequantized] = self._offsets[value]
 
     def _clamp(
         self, value: ir.Value, source: ir.Value, low: float | None, high: float | None
@@ -243,11 +230,12 @@ class InsertQDQPass(ir.passes.InPlacePass):
             _tighter(before_low, low, max),
             _tighter(before_high, high, min),
         )
-        self._read_integers(value, clip.outputs[0], qp)
+        dequantized = self._read_integers(value, clip.outputs[0], qp)
+        self.offsets[dequantized] = self._offsets[value]
 
-    def _read_integers(self, value: ir.Value, integers: ir.Value, qp: QuantParams) -> None:
-        """Make ``value``'s readers read ``integers`` dequantized with ``qp``, and remove the
-        float node that computed ``value``."""
+    def _read_integers(self, value: ir.Value, integers: ir.Value, qp: QuantParams) -> str:
+        """Make ``value``'s readers read ``integers`` dequantized with ``qp``, remove the float
+        node that computed ``value``, and return the DequantizeLinear output's name."""
         scale, zero = self._qparam_initializers(self.main, self.namer.fresh("qa"), qp)
         dq = ir.node("DequantizeLinear", [integers, scale, zero])
         dq.outputs[0].name = self.namer.fresh(f"{scale.name[:-2]}_dq")
@@ -261,7 +249,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
             _hand_over_graph_output(node.graph, value, dq.outputs[0], self.namer)
         node.graph.remove(node, safe=True)
         self.dequantized[value.name] = dq.outputs[0].name
-        self.offsets[dq.outputs[0].name] = self._offsets[value]
+        return dq.outputs[0].name
 
     def _qparam_initializers(
         self, graph: ir.Graph, base: str, qp: QuantParams, zero_needed: bool = True
