@@ -323,7 +323,7 @@ class _Planner:
             return None
         if any(user.graph is not reader.graph for user in reader.outputs[0].consumers()):
             return None
-        return reader if _clamp_bounds(reader, self.opset) is not None else None
+        return reader if clamp_bounds(reader, self.opset) is not None else None
 
     def _touches(self, node: ir.Node, tensors: set[ir.Value]) -> bool:
         role = self._role(node)
@@ -378,7 +378,8 @@ class _Planner:
             return False
         if any(reader.graph is not node.graph for reader in node.outputs[0].consumers()):
             return False  # read inside a subgraph, which is planned separately
-        return node.op_type == "Relu" or _clip_min(node, self.opset) == 0.0
+        bounds = clamp_bounds(node, self.opset)
+        return bounds is not None and bounds[0] == 0.0
 
     # -- tensors -----------------------------------------------------------------------------
 
@@ -401,9 +402,9 @@ class _Planner:
                 plan.fallbacks[node.outputs[0]] = node.outputs[0].name
                 clamp = self.clamps.get(node)
                 if clamp is not None:
-                    low, high = _clamp_bounds(clamp, self.opset)
+                    low, high = clamp_bounds(clamp, self.opset)
                     plan.clamped[clamp.outputs[0]] = (node.outputs[0], low, high)
-                    if _clip_min(clamp, self.opset) == 0.0 or clamp.op_type == "Relu":
+                    if low == 0.0:
                         plan.fallbacks[node.outputs[0]] = clamp.outputs[0].name  # would fold
                 continue
             for index, value in enumerate(node.inputs):
@@ -527,8 +528,11 @@ def _offset(node: ir.Node) -> float:
     return offset
 
 
-def _clamp_bounds(node: ir.Node, opset: int) -> tuple[float | None, float | None] | None:
-    """(low, high) of a Relu or of a Clip with constant (or absent) bounds, else None."""
+def clamp_bounds(node: ir.Node, opset: int) -> tuple[float | None, float | None] | None:
+    """(low, high) of a Relu or of a Clip with constant (or absent) bounds, else None.
+
+    A Clip whose min or max is computed at run time has no bounds known here: it can be
+    neither folded into a range nor run on integers."""
     if node.op_type == "Relu":
         return 0.0, None
     if opset < 11:
@@ -576,14 +580,6 @@ def _data_inputs(node: ir.Node, role: Role | None) -> list[ir.Value]:
 def _data_outputs(node: ir.Node) -> int:
     """How many leading outputs carry activations (MaxPool's indices do not)."""
     return len(node.outputs) if node.op_type == "Split" else 1
-
-
-def _clip_min(node: ir.Node, opset: int) -> float | None:
-    if opset < 11:
-        return node.attributes.get_float("min", None)
-    low = node.inputs[1] if len(node.inputs) > 1 else None
-    array = constant_array(low)
-    return float(array) if array is not None and array.size == 1 else None
 
 
 def _pad_refusal(node: ir.Node, opset: int) -> tuple[Reason, str] | None:

@@ -28,7 +28,7 @@ import onnx_ir as ir
 from qconv.config import QuantizeConfig
 from qconv.decisions import DecisionLog
 from qconv.passes._graph import Namer, add_initializer, bypass, constant_array
-from qconv.plan import QuantizationPlan, WeightSpec
+from qconv.plan import QuantizationPlan, WeightSpec, clamp_bounds
 from qconv.qparams import (
     QuantParams,
     compute_qparams,
@@ -104,8 +104,11 @@ class InsertQDQPass(ir.passes.InPlacePass):
         # Activation scales and zero points live in the main graph, which every subgraph sees.
         self.main = model.graph
         self.namer = Namer(model.graph)
+        opset = model.opset_imports.get("", 13)
         for activation in self.plan.folded:
-            self._bounds[activation.inputs[0]] = _activation_bounds(activation)
+            bounds = clamp_bounds(activation, opset)
+            assert bounds is not None, f"{activation.name} was folded without constant bounds"
+            self._bounds[activation.inputs[0]] = bounds
             bypass(activation, activation.inputs[0])
             activation.graph.remove(activation, safe=True)
         # Each weighted node's float weight, read before its input is rewired to a DQ output.
@@ -330,21 +333,6 @@ class InsertQDQPass(ir.passes.InPlacePass):
         scale = qb.scale if axis is not None else np.float32(qb.scale.reshape(-1)[0])
         zero = zero if axis is not None else np.int32(0)
         return qb.values, QuantParams(np.asarray(scale), np.asarray(zero), weight_qp.qtype, axis)
-
-
-def _activation_bounds(node: ir.Node) -> tuple[float | None, float | None]:
-    """The clamp a folded Relu or Clip applied: (0, None) for Relu, (min, max) for Clip."""
-    if node.op_type == "Relu":
-        return 0.0, None
-    bounds = []
-    for index, attribute in ((1, "min"), (2, "max")):
-        value = node.inputs[index] if len(node.inputs) > index else None
-        array = constant_array(value)
-        if array is not None:
-            bounds.append(float(array))
-        else:
-            bounds.append(node.attributes.get_float(attribute, None))
-    return bounds[0], bounds[1]
 
 
 def _scaled_offset(offset: Offset, factor: float) -> Offset:

@@ -224,3 +224,30 @@ def test_a_weight_shared_by_unrolled_steps_is_stored_once():
         (expected,) = run(model, feed)
         (actual,) = run(quantized, feed)
         assert sqnr_db(expected, actual) > 25  # three chained uint8/int8 layers: about 30 dB
+
+
+def test_a_clip_with_a_computed_max_is_kept_not_folded():
+    # Folding a Clip into its input's range is only right when both bounds are known now; a max
+    # read at run time would be dropped and values above it would pass through.
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 3, 8, 8] x, float hi) => (float[N, 4, 8, 8] y) {
+        a = Conv <pads = [1, 1, 1, 1]> (x, W1, B1)
+        c = Clip (a, lo, hi)
+        y = Conv <pads = [1, 1, 1, 1]> (c, W2, B2)
+    }
+    """
+    model = conv_model()
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    model = make_model(text, {**weights, "lo": np.array(0.0, dtype=np.float32)})
+    graph = ir.from_proto(model)
+    plan = make_plan(graph, QuantizeConfig())
+    assert {d.op_type: d.reason for d in plan.decisions}["Clip"] is not Reason.ACTIVATION_FOLDED
+    data = [dict(x, hi=np.array(0.25, dtype=np.float32)) for x in feeds()]
+    stats = collect_statistics(model, plan.calibration_tensors, Batches(data))
+    config = QuantizeConfig()
+    params = activation_params(plan, tensor_ranges(plan.calibration_tensors, stats, config))
+    InsertQDQPass(plan, params, config)(graph)
+    quantized = ir.to_proto(graph)
+    assert "Clip" in op_types(quantized)
+    assert sqnr_db(run(model, data[0])[0], run(quantized, data[0])[0]) > 25
