@@ -34,6 +34,7 @@ from qconv.decisions import DecisionLog, NodeDecision
 from qconv.errors import ConfigError, VerificationError
 from qconv.model_io import all_nodes
 from qconv.passes import prepare
+from qconv.passes.compact import CompactPass
 from qconv.passes.insert_qdq import InsertQDQPass, QuantizedConstant
 from qconv.plan import QuantizationPlan, make_plan
 from qconv.runtime import create_session
@@ -145,7 +146,8 @@ def quantize_model(
         from qconv.passes.to_qoperator import ToQOperatorPass
 
         ToQOperatorPass(decisions)(model)
-    quantized = ir.to_proto(model) if config.format is QuantFormat.QOPERATOR else qdq_model
+    CompactPass()(model)
+    quantized = ir.to_proto(model)
     # Intermediate shape annotations from preparation would add a sizeable share to small
     # models; onnxruntime infers them again on load.
     del quantized.graph.value_info[:]

@@ -75,6 +75,7 @@ class ToQOperatorPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         self.namer = Namer(graph)
+        self._zeros: dict[ir.DataType, ir.Value] = {}
         opset = model.opset_imports.get("", 13)
         modified = False
         for node in list(graph):
@@ -115,11 +116,12 @@ class ToQOperatorPass(ir.passes.InPlacePass):
         """QLinear ops need explicit zero points; DequantizeLinear may leave a zero one out."""
         if source.zero_point is not None or source.quantized.dtype == ir.DataType.INT32:
             return source
-        dtype = source.quantized.dtype.numpy()
-        scale = source.scale.const_value.numpy()
-        name = self.namer.fresh(f"{source.scale.name}_zero")
-        zero = add_initializer(graph, name, np.zeros(scale.shape, dtype=dtype))
-        return dataclasses.replace(source, zero_point=zero)
+        # One scalar zero serves every per-channel scale too: QLinear ops take either shape.
+        dtype = source.quantized.dtype
+        if dtype not in self._zeros:
+            name = self.namer.fresh(f"zero_{dtype.name.lower()}")
+            self._zeros[dtype] = add_initializer(graph, name, np.zeros((), dtype=dtype.numpy()))
+        return dataclasses.replace(source, zero_point=self._zeros[dtype])
 
     def _passthrough(self, graph: ir.Graph, node: ir.Node) -> bool:
         source = _dequantized(node.inputs[0]) if node.inputs else None

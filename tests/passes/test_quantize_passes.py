@@ -154,6 +154,9 @@ def test_qoperator_conversion_matches_the_qdq_model():
         "DequantizeLinear",
         "Softmax",
     ]
+    # both convolutions' per-channel weights read one scalar zero point
+    (weight_zero,) = {n.input[5] for n in qop.graph.node if n.op_type == "QLinearConv"}
+    assert [list(t.dims) for t in qop.graph.initializer if t.name == weight_zero] == [[]]
     x = feeds(1)[0]
     qdq_y = run(qdq, x)[0]
     qop_y = run(qop, x)[0]
