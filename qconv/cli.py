@@ -222,7 +222,8 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: Path | None
 @click.option(
     "--no-fuse",
     is_flag=True,
-    help="Skip the float-graph rewrites (BatchNormalization folding, channel padding, ...).",
+    help="Skip the float-graph rewrites (BatchNormalization folding, channel padding, float "
+    "stem, ...).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("-v", "--verbose", count=True, help="More detail (per-node table).")

@@ -37,6 +37,7 @@ class Reason(enum.Enum):
     OFFSET_FOLDED = "constant-offset-folded-into-zero-point"
     CLAMPED_ON_INTEGERS = "clamped-on-integers"
     EXCLUDED = "excluded-by-user"
+    FASTER_IN_FLOAT = "kept-float-faster"
     NO_INTEGER_KERNEL = "op-without-integer-support"
     NOT_FLOAT = "input-not-float"
     NO_QUANTIZED_NEIGHBOUR = "no-quantized-neighbour"

@@ -33,6 +33,7 @@ import onnx_ir as ir
 from qconv.config import PerTensor, QuantizeConfig
 from qconv.decisions import NodeDecision, Reason
 from qconv.passes._graph import constant_array, node_name, single_consumer
+from qconv.passes.float_stem import kept_float
 
 
 class Role(enum.Enum):
@@ -250,6 +251,8 @@ class _Planner:
     def _refusal(self, node: ir.Node) -> tuple[Reason, str] | None:
         if node.name in self.config.exclude or node.op_type in self.config.exclude:
             return Reason.EXCLUDED, "listed in --exclude"
+        if kept_float(node):
+            return Reason.FASTER_IN_FLOAT, kept_float(node)
         role = _role(node)
         if role is None:
             return Reason.NO_INTEGER_KERNEL, f"{node.op_type} has no integer implementation"

@@ -3,8 +3,9 @@
 Preparation runs on the float graph before calibration: conversion to opset 13 when per-channel
 weights are wanted and the model is older, Identity/Dropout removal, constant folding (so
 weights behind Constant/Cast/Transpose chains become initializers), BatchNormalization folding,
-folding of per-channel Mul/Div/Add/Sub constants into the Conv before them, HardSigmoid and
-HardSwish written out in ops with integer forms, a topological sort and shape inference (the
+folding of per-channel Mul/Div/Add/Sub constants into the Conv before them, marking of the
+first Conv+HardSwish layers that run faster in float, HardSigmoid and HardSwish (elsewhere)
+written out in ops with integer forms, a topological sort and shape inference (the
 plan needs dtypes), then padding of depthwise convolutions to channel counts onnxruntime's int8
 kernel runs fast (it needs the inferred shapes). Rewriting runs after calibration: Q/DQ
 insertion, then optionally conversion to QOperator form.
@@ -20,6 +21,7 @@ from onnx_ir.passes.common import ShapeInferencePass, TopologicalSortPass
 from qconv.config import PerTensor, QuantizeConfig, QuantType
 from qconv.decisions import DecisionLog
 from qconv.passes.decompose_hard_activations import DecomposeHardActivationsPass
+from qconv.passes.float_stem import MarkFloatStemPass
 from qconv.passes.fold_affine import FoldAffinePass
 from qconv.passes.fold_batchnorm import FoldBatchNormPass
 from qconv.passes.fold_constants import FoldConstantsPass
@@ -39,6 +41,7 @@ def prepare(model: ir.Model, config: QuantizeConfig, decisions: DecisionLog) -> 
     if config.fuse:
         passes.append(FoldBatchNormPass(decisions))
         passes.append(FoldAffinePass(decisions))
+        passes.append(MarkFloatStemPass(config.exclude, decisions))
         passes.append(DecomposeHardActivationsPass(_quantizable_ops(), config.exclude, decisions))
     passes.append(TopologicalSortPass())
     ir.passes.Sequential(*passes)(model)

@@ -22,6 +22,7 @@ import onnx_ir as ir
 
 from qconv.decisions import DecisionLog
 from qconv.passes._graph import Namer, add_initializer, node_name
+from qconv.passes.float_stem import kept_float
 
 PASS = "decompose_hard_activations"
 HARD_SWISH = ("HardSwish", 1.0 / 6.0, 0.5)
@@ -57,7 +58,7 @@ class DecomposeHardActivationsPass(ir.passes.InPlacePass):
     def _wanted(self, node: ir.Node) -> bool:
         if node.domain not in ("", "ai.onnx") or node.op_type in self.exclude:
             return False
-        if node.name in self.exclude:
+        if node.name in self.exclude or kept_float(node):
             return False
         producer = node.inputs[0].producer()
         if producer is None or producer.op_type not in self.quantizable:

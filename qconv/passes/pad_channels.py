@@ -40,6 +40,7 @@ import onnx_ir as ir
 
 from qconv.decisions import DecisionLog
 from qconv.passes._graph import Namer, add_initializer, constant_array, node_name
+from qconv.passes.float_stem import kept_float
 
 PASS = "pad_channels"
 CHANNEL_MULTIPLE = 16
@@ -113,6 +114,8 @@ class PadChannelsPass(ir.passes.InPlacePass):
     def _pads_image_input(self, node: ir.Node, opset: int) -> bool:
         if node.name in self.exclude or node.op_type in self.exclude or opset < 11:
             return False
+        if kept_float(node):
+            return False
         if not _is_plain_conv(node) or not node.inputs[0].is_graph_input():
             return False
         shape = node.inputs[0].shape
@@ -124,7 +127,7 @@ class PadChannelsPass(ir.passes.InPlacePass):
         return extra > 0 and 3 * extra <= shape[1]
 
     def _wants_padding(self, node: ir.Node) -> bool:
-        if node.name in self.exclude or node.op_type in self.exclude:
+        if node.name in self.exclude or node.op_type in self.exclude or kept_float(node):
             return False
         channels = _depthwise_channels(node)
         return channels is not None and channels % CHANNEL_MULTIPLE != 0
