@@ -45,6 +45,7 @@ class Reason(enum.Enum):
     UNSUPPORTED_ATTRIBUTE = "unsupported-attribute"
     SUBGRAPH = "inside-subgraph"
     NO_CALIBRATION = "no-calibration-statistics"
+    LARGER_THAN_FLOAT = "int8-model-larger-than-float"
 
     @property
     def quantized(self) -> bool:

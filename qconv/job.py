@@ -26,7 +26,7 @@ from qconv.evaluate import (
 )
 from qconv.gates import Gates, evaluate_gates
 from qconv.model_io import check_output_path, load_proto, save_model, write_text
-from qconv.quantize import quantize_model
+from qconv.quantize import keep_float_if_larger, quantize_model
 from qconv.report import check_report_paths, render_file
 from qconv.report.build import build_report
 from qconv.report.model import (
@@ -107,6 +107,7 @@ def run_quantize(job: QuantizeJob, progress: Progress | None = None) -> Report:
         cache=_cache(job),
         max_memory=job.max_memory,
     )
+    keep_float_if_larger(result, float_model)
     if is_synthetic(calibration):
         result.log.note(
             f"RANGES COME FROM RANDOM DATA ({job.data.calib}): fine for latency, meaningless "

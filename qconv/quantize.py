@@ -30,7 +30,7 @@ from qconv.calibrate.params import (
 )
 from qconv.config import QuantFormat, QuantizeConfig
 from qconv.data import DataReader
-from qconv.decisions import DecisionLog, NodeDecision
+from qconv.decisions import DecisionLog, NodeDecision, Reason
 from qconv.errors import ConfigError, VerificationError
 from qconv.model_io import all_nodes
 from qconv.passes import prepare
@@ -152,7 +152,7 @@ def quantize_model(
     # models; onnxruntime infers them again on load.
     del quantized.graph.value_info[:]
     verify_model(quantized)
-    return QuantizationResult(
+    result = QuantizationResult(
         model=quantized,
         prepared=prepared,
         decisions=plan.decisions,
@@ -169,6 +169,36 @@ def quantize_model(
         rescaled=rewrite.rescaled,
         offsets=rewrite.offsets,
     )
+    return result
+
+
+def keep_float_if_larger(result: QuantizationResult, float_model: onnx.ModelProto) -> bool:
+    """Put the float model in ``result`` in place of an int8 one that is not smaller.
+
+    A model whose weights are few next to its activations can come out larger: every
+    quantized tensor adds a scale, a zero point and a Q/DQ pair. The CLI never writes such a
+    model; library callers choose. Returns whether the float model was put in.
+    """
+    if not result.quantized_count or result.model.ByteSize() < float_model.ByteSize():
+        return False
+    detail = (
+        f"the int8 model would be {result.model.ByteSize():,} bytes, not smaller than the float "
+        f"model's {float_model.ByteSize():,}"
+    )
+    result.decisions = [
+        NodeDecision(d.node, d.op_type, Reason.LARGER_THAN_FLOAT, detail)
+        if d.reason.quantized
+        else d
+        for d in result.decisions
+    ]
+    result.log.note(
+        f"NOTHING WAS QUANTIZED: {detail}; the output is the float model unchanged. "
+        "--strict turns this into exit code 3"
+    )
+    result.model = result.qdq_model = float_model
+    result.constants, result.dequantized = [], {}
+    result.folded_bounds, result.rescaled, result.offsets = {}, {}, {}
+    return True
 
 
 def _settle_offsets(

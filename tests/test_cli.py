@@ -322,3 +322,31 @@ def test_a_model_with_nothing_to_quantize_warns_and_fails_under_strict(workdir):
     strict = invoke(*quantize_args(workdir, "--strict"))
     assert strict.exit_code == 3
     assert "gate strict failed" in strict.stderr
+
+
+def test_an_int8_model_that_would_be_larger_is_not_written(workdir):
+    # 8x8 digits through a 1x1 convolution with one weight per channel: the scales, zero
+    # points and Q/DQ nodes of int8 weigh more than the 4 float weights they replace.
+    import onnx
+    from onnx import helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.full((4, 1, 1, 1), 0.5, np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w"], ["c"]), helper.make_node("Relu", ["c"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 4, 8, 8])],
+        [weight],
+    )
+    float_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(float_model, workdir / "digits_cnn.onnx")
+    lenient = invoke(*quantize_args(workdir, "--json"))
+    assert lenient.exit_code == 0
+    report = json.loads(lenient.stdout)
+    assert report["summary"]["quantized_nodes"] == 0
+    assert {n["reason"] for n in report["nodes"]} == {"int8-model-larger-than-float"}
+    written = onnx.load(workdir / "out.onnx")
+    assert [n.op_type for n in written.graph.node] == ["Conv", "Relu"]
+    assert written.ByteSize() == float_model.ByteSize()
+    strict = invoke(*quantize_args(workdir, "--strict"))
+    assert strict.exit_code == 3
