@@ -195,7 +195,11 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: Path | None
 @click.option("--min-agreement", type=float, help="Gate: top-1 agreement at least X (0..1).")
 @click.option("--min-sqnr", type=float, help="Gate: every output's SQNR at least DB.")
 @click.option("--min-speedup", type=float, help="Gate: int8 at least X times faster than float.")
-@click.option("--strict", is_flag=True, help="Gate: fail (exit 3) when nothing was quantized (or int8 would not be smaller).")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Gate: fail (exit 3) when nothing was quantized (or int8 would not be smaller).",
+)
 @click.option(
     "--exclude-from",
     "exclude_from",
