@@ -229,6 +229,11 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: Path | None
     help="Skip the float-graph rewrites (BatchNormalization folding, channel padding, float "
     "stem, ...).",
 )
+@click.option(
+    "--no-float-stem",
+    is_flag=True,
+    help="Quantize the first convolutions too where onnxruntime's CPU runs them faster in float.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("-v", "--verbose", count=True, help="More detail (per-node table).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
@@ -264,6 +269,7 @@ def quantize(
     threads: int | None,
     latency_runs: int,
     no_fuse: bool,
+    no_float_stem: bool,
     as_json: bool,
     verbose: int,
     quiet: bool,
@@ -302,6 +308,7 @@ def quantize(
         percentile=percentile,
         exclude=_exclusions(exclude, exclude_from),
         fuse=not no_fuse,
+        float_stem=not no_float_stem,
     )
     data = DataConfig(
         calib=_data_path(calib),

@@ -82,6 +82,9 @@ class QuantizeConfig:
         percentile: The percentile used by ``CalibrationMethod.PERCENTILE``.
         exclude: Node names or op types kept in float.
         fuse: Run the float-graph preparation passes (BatchNormalization folding and friends).
+        float_stem: Keep float the first convolutions that onnxruntime's CPU kernels run faster
+            in float (see ``qconv.passes.float_stem``); off quantizes every eligible layer, as a
+            target whose kernels are all integer wants.
         histogram_bins: Bins per sign of each activation histogram (memory per tensor is
             ``2 * histogram_bins * 8`` bytes whatever the sample count).
     """
@@ -95,6 +98,7 @@ class QuantizeConfig:
     percentile: float = 99.999
     exclude: tuple[str, ...] = ()
     fuse: bool = True
+    float_stem: bool = True
     histogram_bins: int = 4096
 
     def __post_init__(self) -> None:

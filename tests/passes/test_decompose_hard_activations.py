@@ -65,7 +65,7 @@ def test_activation_after_an_excluded_conv_keeps_its_fused_form():
 def test_quantized_block_runs_its_activations_on_integers():
     model = se_model()
     calibration = [feed(np.random.default_rng(seed)) for seed in range(8)]
-    result = quantize_model(model, Batches(calibration), QuantizeConfig())
+    result = quantize_model(model, Batches(calibration), QuantizeConfig(float_stem=False))
     reasons = {d.node: d.reason for d in result.decisions}
     written = [name for name in reasons if "_hard" in name]
     assert written and all(reasons[name].quantized for name in written)
@@ -81,7 +81,7 @@ def test_switched_off_analysis_model_restores_the_float_activations(monkeypatch)
     monkeypatch.setattr(params, "MAX_SCALE_GROWTH", 1.1)
     model = se_model()
     calibration = [feed(np.random.default_rng(seed)) for seed in range(8)]
-    result = quantize_model(model, Batches(calibration), QuantizeConfig())
+    result = quantize_model(model, Batches(calibration), QuantizeConfig(float_stem=False))
     assert result.offsets  # the Add of 0.5 moved a zero point
     switchable, switches, _ = switchable_model(result.prepared, result)
     session = ort.InferenceSession(
@@ -98,7 +98,7 @@ def test_a_shift_that_would_grow_the_scale_too_much_stays_an_integer_add():
     # of steps needs a scale 4.5% larger (15 steps), more than MAX_SCALE_GROWTH allows.
     model = se_model()
     calibration = [feed(np.random.default_rng(seed)) for seed in range(8)]
-    result = quantize_model(model, Batches(calibration), QuantizeConfig())
+    result = quantize_model(model, Batches(calibration), QuantizeConfig(float_stem=False))
     reasons = {d.node: d.reason for d in result.decisions}
     assert reasons["HardSwish_hard_add"] is Reason.QUANTIZED
     assert params.MAX_SCALE_GROWTH < 1.045 and not result.offsets

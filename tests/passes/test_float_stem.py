@@ -50,6 +50,31 @@ def test_light_convolutions_with_hardswish_from_the_input_are_marked():
     assert marked(model(), exclude=(conv0,)) == []  # nothing after an excluded layer either
 
 
+def test_a_light_first_layer_stays_float_with_its_relu_and_a_wide_one_does_not():
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 3, 16, 16] x) => (float[N, CHANNELS, 16, 16] y) {
+        a = Conv <pads = [1, 1, 1, 1]> (x, W, B)
+        r = Relu (a)
+        y = Conv <pads = [1, 1, 1, 1], group = CHANNELS> (r, D, E)
+    }
+    """
+    r = rng()
+    for channels, expected in ((16, ["a", "r"]), (32, [])):  # 432 and 864 multiply-adds/pixel
+        arrays = {
+            "W": r.normal(size=(channels, 3, 3, 3)),
+            "B": np.zeros(channels),
+            "D": r.normal(size=(channels, 1, 3, 3)),
+            "E": np.zeros(channels),
+        }
+        proto = make_model(
+            text.replace("CHANNELS", str(channels)),
+            {k: v.astype(np.float32) for k, v in arrays.items()},
+        )
+        # the depthwise conv after a Relu is not a HardSwish layer: it stays int8 either way
+        assert marked(proto) == expected
+
+
 def test_a_light_convolution_away_from_the_input_stays_int8():
     text = TEXT.replace("(x, W0, B0)", "(xr, W0, B0)").replace(
         "    a = Conv", "    xr = Relu (x)\n    a = Conv"

@@ -99,7 +99,7 @@ def feeds(count: int) -> list[dict[str, np.ndarray]]:
 @pytest.mark.parametrize("fmt", list(QuantFormat))
 def test_every_listed_op_is_quantized_and_outputs_stay_close(fmt):
     model = coverage_model()
-    result = quantize_model(model, Batches(feeds(8)), QuantizeConfig(format=fmt))
+    result = quantize_model(model, Batches(feeds(8)), QuantizeConfig(format=fmt, float_stem=False))
     reasons = {d.op_type: d.reason for d in result.decisions}
     assert all(reasons[op].quantized for op in COVERED), reasons
     x = feeds(1)[0]
@@ -113,7 +113,9 @@ def test_every_listed_op_is_quantized_and_outputs_stay_close(fmt):
 
 def test_qoperator_form_uses_integer_kernels():
     result = quantize_model(
-        coverage_model(), Batches(feeds(8)), QuantizeConfig(format=QuantFormat.QOPERATOR)
+        coverage_model(),
+        Batches(feeds(8)),
+        QuantizeConfig(format=QuantFormat.QOPERATOR, float_stem=False),
     )
     ops = Counter(n.op_type for n in result.model.graph.node)
     for op in (

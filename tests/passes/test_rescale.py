@@ -59,7 +59,9 @@ def feeds(count: int) -> list[dict[str, np.ndarray]]:
 
 def quantized(fmt: QuantFormat = QuantFormat.QDQ):
     model = hard_swish_model()
-    return model, quantize_model(model, Batches(feeds(16)), QuantizeConfig(format=fmt))
+    return model, quantize_model(
+        model, Batches(feeds(16)), QuantizeConfig(format=fmt, float_stem=False)
+    )
 
 
 def test_add_and_div_by_constants_become_parameters_and_the_outputs_stay_close():
@@ -101,7 +103,7 @@ def test_the_clip_runs_on_the_conv_integers_and_is_read_with_moved_parameters():
 
 def test_symmetric_activations_keep_the_add_with_its_own_range():
     model = hard_swish_model()
-    config = QuantizeConfig(symmetric_activations=True)
+    config = QuantizeConfig(symmetric_activations=True, float_stem=False)
     result = quantize_model(model, Batches(feeds(8)), config)
     reasons = {d.op_type: d.reason for d in result.decisions}
     assert reasons["Add"] is Reason.QUANTIZED
@@ -149,7 +151,7 @@ def test_a_negative_factor_is_not_folded():
             "MinusSix": np.float32(-6.0),
         },
     )
-    result = quantize_model(model, Batches(feeds(8)), QuantizeConfig())
+    result = quantize_model(model, Batches(feeds(8)), QuantizeConfig(float_stem=False))
     assert {d.op_type: d.reason for d in result.decisions}["Div"] is Reason.NO_INTEGER_KERNEL
 
 
@@ -168,7 +170,7 @@ def test_a_tensor_read_only_by_a_folded_division_has_no_int8_counterpart():
     """
     weights = {t.name: onnx.numpy_helper.to_array(t) for t in hard_swish_model().graph.initializer}
     model = make_model(text, {k: weights[k] for k in ("W1", "B1", "W2", "B2", "Six")})
-    result = quantize_model(model, Batches(feeds(8)), QuantizeConfig())
+    result = quantize_model(model, Batches(feeds(8)), QuantizeConfig(float_stem=False))
     assert "c" not in result.dequantized and "d" in result.dequantized
     fidelity = tensor_fidelity(
         result.prepared, result.qdq_model, result.dequantized, Batches(feeds(2))
@@ -183,7 +185,7 @@ def test_an_offset_smaller_than_a_step_stays_an_integer_add():
     arrays = {t.name: onnx.numpy_helper.to_array(t) for t in hard_swish_model().graph.initializer}
     arrays["Three"] = np.float32(0.001)
     model = make_model(HARD_SWISH, arrays)
-    result = quantize_model(model, Batches(feeds(8)), QuantizeConfig())
+    result = quantize_model(model, Batches(feeds(8)), QuantizeConfig(float_stem=False))
     reasons = {d.op_type: d.reason for d in result.decisions}
     assert reasons["Add"] is Reason.QUANTIZED and reasons["Clip"] is Reason.ACTIVATION_FOLDED
     assert not result.offsets
