@@ -122,7 +122,7 @@ def quantize_model(
         decisions.note(note)
     if not plan.quantized_nodes():
         decisions.note(
-            "NOTHING WAS QUANTIZED: no node has an integer form here (see the reasons per node); "
+            "NOTHING WAS QUANTIZED: no node can or should be int8 here (see the reasons per node); "
             "the output is the prepared float model. --strict turns this into exit code 3"
         )
     started = time.perf_counter()
