@@ -27,6 +27,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from qconv.passes._graph import Namer
+
 STACKING_OPS = ("Loop", "Scan")
 
 
@@ -49,7 +51,7 @@ def expose(
     exposed = copy.deepcopy(model)
     graph = exposed.graph
     homes = _tensor_homes(graph, ())
-    names = _Names(exposed)
+    names = _model_names(exposed)
     outputs = {o.name for o in graph.output}
     mapping: dict[str, str] = {}
     for tensor in dict.fromkeys(tensors):
@@ -65,7 +67,7 @@ def expose(
     return exposed, mapping
 
 
-def _lift(name: str, owner: _Owner, names: _Names) -> str:
+def _lift(name: str, owner: _Owner, names: Namer) -> str:
     """Make ``name`` an output of ``owner.body`` and return the node's new output for it."""
     node = owner.node
     owner.body.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
@@ -79,7 +81,7 @@ def _lift(name: str, owner: _Owner, names: _Names) -> str:
     return lifted
 
 
-def _append_empty_output(branch: onnx.GraphProto, names: _Names) -> None:
+def _append_empty_output(branch: onnx.GraphProto, names: Namer) -> None:
     empty = names.fresh("qconv_empty")
     value = numpy_helper.from_array(np.zeros(0, np.float32))
     branch.node.append(helper.make_node("Constant", [], [empty], value=value))
@@ -122,25 +124,17 @@ def _tensor_homes(
     return homes
 
 
-class _Names:
-    """Fresh value names that no graph of the model uses."""
+def _model_names(model: onnx.ModelProto) -> Namer:
+    """A namer that avoids every value name of every graph of ``model``."""
+    return Namer(taken=_value_names(model.graph))
 
-    def __init__(self, model: onnx.ModelProto) -> None:
-        self.taken: set[str] = set()
-        self._collect(model.graph)
 
-    def _collect(self, graph: onnx.GraphProto) -> None:
-        self.taken.update(v.name for v in [*graph.input, *graph.output])
-        self.taken.update(t.name for t in graph.initializer)
-        for node in graph.node:
-            self.taken.update(node.output)
-            for attribute in node.attribute:
-                if attribute.type == onnx.AttributeProto.GRAPH:
-                    self._collect(attribute.g)
-
-    def fresh(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.taken:
-            name, k = f"{base}_{k}", k + 1
-        self.taken.add(name)
-        return name
+def _value_names(graph: onnx.GraphProto) -> set[str]:
+    names = {v.name for v in [*graph.input, *graph.output]}
+    names.update(t.name for t in graph.initializer)
+    for node in graph.node:
+        names.update(node.output)
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                names |= _value_names(attribute.g)
+    return names

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import onnx_ir as ir
 
@@ -19,10 +21,12 @@ def node_name(node: ir.Node) -> str:
 
 
 class Namer:
-    """Hands out value and node names that are unused in a graph."""
+    """Hands out value and node names that are unused in a graph (or among ``taken``)."""
 
-    def __init__(self, graph: ir.Graph) -> None:
-        self._taken: set[str] = set()
+    def __init__(self, graph: ir.Graph | None = None, taken: Iterable[str] = ()) -> None:
+        self._taken: set[str] = set(taken)
+        if graph is None:
+            return
         for node in graph.all_nodes():
             self._taken.update(v.name for v in node.outputs if v.name)
             if node.name:
