@@ -65,6 +65,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as ``python bench/calibration.py``
+    sys.path.insert(0, str(ROOT))
+
+from bench.tables import print_aligned  # noqa: E402
+
 BENCH = ROOT / "bench"
 WORK = BENCH / "work" / "calibration"
 CHILD = BENCH / "calibrate_one.py"
@@ -422,23 +427,7 @@ def _fmt(value: float | None, spec: str = "{:.1f}") -> str:
 def print_table(rows: Sequence[Row]) -> None:
     """Aligned plain text: text columns left, numbers right, a rule between methods."""
     cells = [table_cells(row) for row in rows]
-    widths = [max(len(c) for c in column) for column in zip(COLUMNS, *cells, strict=True)]
-    left = {0, len(COLUMNS) - 1}
-
-    def line(values: Sequence[str]) -> str:
-        parts = [
-            v.ljust(w) if i in left else v.rjust(w)
-            for i, (v, w) in enumerate(zip(values, widths, strict=True))
-        ]
-        return "  ".join(parts).rstrip()
-
-    rule = "-" * len(line(COLUMNS))
-    print(line(COLUMNS))
-    print(rule)
-    for index, (values, row) in enumerate(zip(cells, rows, strict=True)):
-        print(line(values))
-        if index + 1 < len(rows) and rows[index + 1].method != row.method:
-            print(rule)
+    print_aligned(COLUMNS, cells, {0, len(COLUMNS) - 1}, [row.method for row in rows])
 
 
 def footnotes(cap_gb: float, timeout_s: float) -> list[str]:

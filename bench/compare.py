@@ -55,7 +55,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,11 @@ from qconv.evaluate import first_sample
 from qconv.runtime import create_session, session_options
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as ``python bench/compare.py``
+    sys.path.insert(0, str(ROOT))
+
+from bench.tables import print_aligned  # noqa: E402
+
 BENCH = ROOT / "bench"
 WORK = BENCH / "work"
 SAMPLES = ROOT / "sample_models"
@@ -554,22 +559,7 @@ def _print_rich(cells: list[list[str]], rows: list[Row]) -> None:
 
 
 def _print_plain(cells: list[list[str]], rows: list[Row]) -> None:
-    widths = [max(len(c) for c in column) for column in zip(COLUMNS, *cells, strict=True)]
-
-    def line(values: Iterable[str]) -> str:
-        parts = [
-            v.ljust(w) if i < 2 else v.rjust(w)
-            for i, (v, w) in enumerate(zip(values, widths, strict=True))
-        ]
-        return "  ".join(parts).rstrip()
-
-    rule = "-" * len(line(COLUMNS))
-    print(line(COLUMNS))
-    print(rule)
-    for index, (values, row) in enumerate(zip(cells, rows, strict=True)):
-        print(line(values))
-        if index + 1 < len(rows) and rows[index + 1].model != row.model:
-            print(rule)
+    print_aligned(COLUMNS, cells, {0, 1}, [row.model for row in rows])
 
 
 FOOTNOTES = (

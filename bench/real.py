@@ -94,6 +94,7 @@ from bench.realmodels import (  # noqa: E402
     session_runner,
     write_feed_folder,
 )
+from bench.tables import print_aligned  # noqa: E402
 
 BENCH = ROOT / "bench"
 WORK = BENCH / "work" / "real"
@@ -565,23 +566,7 @@ def status_text(row: Row, limit: int = 60) -> str:
 
 def print_table(rows: Sequence[Row]) -> None:
     """Aligned plain text: text columns left, numbers right, a rule between models."""
-    cells = [table_cells(row) for row in rows]
-    widths = [max(len(c) for c in column) for column in zip(COLUMNS, *cells, strict=True)]
-
-    def line(values: Sequence[str]) -> str:
-        parts = [
-            v.ljust(w) if i in LEFT else v.rjust(w)
-            for i, (v, w) in enumerate(zip(values, widths, strict=True))
-        ]
-        return "  ".join(parts).rstrip()
-
-    rule = "-" * len(line(COLUMNS))
-    print(line(COLUMNS))
-    print(rule)
-    for index, (values, row) in enumerate(zip(cells, rows, strict=True)):
-        print(line(values))
-        if index + 1 < len(rows) and rows[index + 1].model != row.model:
-            print(rule)
+    print_aligned(COLUMNS, [table_cells(row) for row in rows], LEFT, [row.model for row in rows])
 
 
 def footnotes(args: argparse.Namespace) -> list[str]:
