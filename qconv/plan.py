@@ -32,7 +32,7 @@ import onnx_ir as ir
 
 from qconv.config import PerTensor, QuantizeConfig
 from qconv.decisions import NodeDecision, Reason
-from qconv.passes._graph import constant_array, node_name, single_consumer
+from qconv.passes._graph import constant_array, excluded, node_name, single_consumer
 from qconv.passes.float_stem import kept_float
 
 
@@ -249,7 +249,7 @@ class _Planner:
     # -- eligibility -------------------------------------------------------------------------
 
     def _refusal(self, node: ir.Node) -> tuple[Reason, str] | None:
-        if node.name in self.config.exclude or node.op_type in self.config.exclude:
+        if excluded(node, self.config.exclude):
             return Reason.EXCLUDED, "listed in --exclude"
         if kept_float(node):
             return Reason.FASTER_IN_FLOAT, kept_float(node)
@@ -322,7 +322,7 @@ class _Planner:
         reader = single_consumer(node.outputs[0])
         if reader is None or reader.op_type not in FOLDABLE_ACTIVATIONS:
             return None
-        if reader.name in self.config.exclude or reader.op_type in self.config.exclude:
+        if excluded(reader, self.config.exclude):
             return None
         if any(user.graph is not reader.graph for user in reader.outputs[0].consumers()):
             return None
@@ -375,9 +375,7 @@ class _Planner:
         return folded
 
     def _foldable_activation(self, node: ir.Node) -> bool:
-        if node.op_type not in FOLDABLE_ACTIVATIONS or node.name in self.config.exclude:
-            return False
-        if node.op_type in self.config.exclude:
+        if node.op_type not in FOLDABLE_ACTIVATIONS or excluded(node, self.config.exclude):
             return False
         if any(reader.graph is not node.graph for reader in node.outputs[0].consumers()):
             return False  # read inside a subgraph, which is planned separately

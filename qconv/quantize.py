@@ -122,8 +122,10 @@ def quantize_model(
         decisions.note(note)
     if not plan.quantized_nodes():
         decisions.note(
-            "NOTHING WAS QUANTIZED: no node can or should be int8 here (see the reasons per node); "
-            "the output is the prepared float model. --strict turns this into exit code 3"
+            _nothing_quantized(
+                "no node can or should be int8 here (see the reasons per node)",
+                "the prepared float model",
+            )
         )
     started = time.perf_counter()
     stats, passes = _calibrate(
@@ -152,7 +154,7 @@ def quantize_model(
     # models; onnxruntime infers them again on load.
     del quantized.graph.value_info[:]
     verify_model(quantized)
-    result = QuantizationResult(
+    return QuantizationResult(
         model=quantized,
         prepared=prepared,
         decisions=plan.decisions,
@@ -169,7 +171,6 @@ def quantize_model(
         rescaled=rewrite.rescaled,
         offsets=rewrite.offsets,
     )
-    return result
 
 
 def keep_float_if_larger(result: QuantizationResult, float_model: onnx.ModelProto) -> bool:
@@ -179,11 +180,12 @@ def keep_float_if_larger(result: QuantizationResult, float_model: onnx.ModelProt
     quantized tensor adds a scale, a zero point and a Q/DQ pair. The CLI never writes such a
     model; library callers choose. Returns whether the float model was put in.
     """
-    if not result.quantized_count or result.model.ByteSize() < float_model.ByteSize():
+    int8_bytes, float_bytes = result.model.ByteSize(), float_model.ByteSize()
+    if not result.quantized_count or int8_bytes < float_bytes:
         return False
     detail = (
-        f"the int8 model would be {result.model.ByteSize():,} bytes, not smaller than the float "
-        f"model's {float_model.ByteSize():,}"
+        f"the int8 model would be {int8_bytes:,} bytes, not smaller than the float model's "
+        f"{float_bytes:,}"
     )
     result.decisions = [
         NodeDecision(d.node, d.op_type, Reason.LARGER_THAN_FLOAT, detail)
@@ -191,14 +193,18 @@ def keep_float_if_larger(result: QuantizationResult, float_model: onnx.ModelProt
         else d
         for d in result.decisions
     ]
-    result.log.note(
-        f"NOTHING WAS QUANTIZED: {detail}; the output is the float model unchanged. "
-        "--strict turns this into exit code 3"
-    )
+    result.log.note(_nothing_quantized(detail, "the float model unchanged"))
     result.model = result.qdq_model = float_model
     result.constants, result.dequantized = [], {}
     result.folded_bounds, result.rescaled, result.offsets = {}, {}, {}
     return True
+
+
+def _nothing_quantized(why: str, output: str) -> str:
+    return (
+        f"NOTHING WAS QUANTIZED: {why}; the output is {output}. "
+        "--strict turns this into exit code 3"
+    )
 
 
 def _settle_offsets(

@@ -4,11 +4,12 @@ Preparation runs on the float graph before calibration: conversion to opset 13 w
 weights are wanted and the model is older, Identity/Dropout removal, constant folding (so
 weights behind Constant/Cast/Transpose chains become initializers), BatchNormalization folding,
 folding of per-channel Mul/Div/Add/Sub constants into the Conv before them, marking of the
-first Conv+HardSwish layers that run faster in float, HardSigmoid and HardSwish (elsewhere)
-written out in ops with integer forms, a topological sort and shape inference (the
-plan needs dtypes), then padding of depthwise convolutions to channel counts onnxruntime's int8
-kernel runs fast (it needs the inferred shapes). Rewriting runs after calibration: Q/DQ
-insertion, then optionally conversion to QOperator form.
+first convolutions that run faster in float (a light first layer, then light Conv+HardSwish
+layers), HardSigmoid and HardSwish (elsewhere) written out in ops with integer forms, a
+topological sort and shape inference (the plan needs dtypes), then padding of depthwise
+convolutions to channel counts onnxruntime's int8 kernel runs fast (it needs the inferred
+shapes). Rewriting runs after calibration: Q/DQ insertion, then optionally conversion to
+QOperator form.
 """
 
 from __future__ import annotations

@@ -15,6 +15,11 @@ def constant_array(value: ir.Value | None) -> np.ndarray | None:
     return value.const_value.numpy()
 
 
+def excluded(node: ir.Node, exclude: Iterable[str]) -> bool:
+    """Whether ``exclude`` (the user's --exclude list) names ``node`` or its op type."""
+    return node.name in exclude or node.op_type in exclude
+
+
 def node_name(node: ir.Node) -> str:
     """A printable name for a node, even an anonymous one."""
     return node.name or f"<{node.op_type}>"

@@ -22,7 +22,7 @@ import onnx_ir as ir
 
 from qconv.decisions import DecisionLog
 from qconv.passes._graph import Namer, add_initializer, node_name
-from qconv.passes.float_stem import kept_float
+from qconv.passes.float_stem import stays_float
 
 PASS = "decompose_hard_activations"
 HARD_SWISH = ("HardSwish", 1.0 / 6.0, 0.5)
@@ -56,16 +56,12 @@ class DecomposeHardActivationsPass(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified)
 
     def _wanted(self, node: ir.Node) -> bool:
-        if node.domain not in ("", "ai.onnx") or node.op_type in self.exclude:
-            return False
-        if node.name in self.exclude or kept_float(node):
+        if node.domain not in ("", "ai.onnx") or stays_float(node, self.exclude):
             return False
         producer = node.inputs[0].producer()
         if producer is None or producer.op_type not in self.quantizable:
             return False
-        if kept_float(producer):
-            return False
-        return producer.name not in self.exclude and producer.op_type not in self.exclude
+        return not stays_float(producer, self.exclude)
 
 
 def _decompose(graph: ir.Graph, node: ir.Node, namer: Namer) -> None:

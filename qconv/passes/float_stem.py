@@ -27,10 +27,11 @@ named or typed in ``exclude`` are not marked, nor is anything after them.
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
 
 from qconv.decisions import DecisionLog
-from qconv.passes._graph import constant_array, node_name, single_consumer
+from qconv.passes._graph import constant_array, excluded, node_name, single_consumer
 
 PASS = "float_stem"
 KEPT_FLOAT = "qconv.kept_float"
@@ -41,7 +42,7 @@ ACTIVATIONS = ("Relu", "Clip", "HardSwish", "HardSigmoid", "LeakyRelu", "Sigmoid
 
 
 class MarkFloatStemPass(ir.passes.InPlacePass):
-    """Mark the first convolutions (and their HardSwish) that run faster in float."""
+    """Mark the first convolutions (and the activation after each) that run faster in float."""
 
     def __init__(self, exclude: tuple[str, ...] = (), decisions: DecisionLog | None = None):
         super().__init__()
@@ -77,7 +78,7 @@ class MarkFloatStemPass(ir.passes.InPlacePass):
     def _plain_conv(self, node: ir.Node) -> bool:
         if node.op_type != "Conv" or node.domain not in ("", "ai.onnx"):
             return False
-        return not {node.name, node.op_type} & set(self.exclude)
+        return not excluded(node, self.exclude)
 
     def _first_layer_reason(self, node: ir.Node) -> str | None:
         work = _macs_per_pixel(node)
@@ -91,9 +92,9 @@ class MarkFloatStemPass(ir.passes.InPlacePass):
     def _light_layer_reason(self, node: ir.Node) -> str | None:
         macs = _macs_per_output(node)
         activation = self._activation_after(node)
-        if macs is None or macs > MAX_MACS_PER_OUTPUT or activation is None:
+        if macs is None or macs > MAX_MACS_PER_OUTPUT:
             return None
-        if activation.op_type != "HardSwish":
+        if activation is None or activation.op_type != "HardSwish":
             return None
         return (
             f"kept float: {macs} multiply-adds per output are too few for int8 to pay for the "
@@ -109,23 +110,31 @@ class MarkFloatStemPass(ir.passes.InPlacePass):
             or reader.domain not in ("", "ai.onnx")
         ):
             return None
-        return None if {reader.name, reader.op_type} & set(self.exclude) else reader
+        return None if excluded(reader, self.exclude) else reader
 
 
 def _macs_per_output(conv: ir.Node) -> int | None:
     """Input channels per group x kernel area, from a constant weight."""
-    weight = constant_array(conv.inputs[1]) if len(conv.inputs) > 1 else None
-    if weight is None or weight.ndim < 3:
-        return None
-    return int(weight[0].size)
+    weight = _weight(conv)
+    return None if weight is None else int(weight[0].size)
 
 
 def _macs_per_pixel(conv: ir.Node) -> int | None:
     """Multiply-adds per output pixel over all output channels."""
+    weight = _weight(conv)
+    return None if weight is None else int(weight.size)
+
+
+def _weight(conv: ir.Node) -> np.ndarray | None:
     weight = constant_array(conv.inputs[1]) if len(conv.inputs) > 1 else None
-    return None if weight is None or weight.ndim < 3 else int(weight.size)
+    return None if weight is None or weight.ndim < 3 else weight
 
 
 def kept_float(node: ir.Node) -> str | None:
     """Why ``node`` was marked to stay float, or None."""
     return node.meta.get(KEPT_FLOAT)
+
+
+def stays_float(node: ir.Node, exclude: tuple[str, ...]) -> bool:
+    """Whether the user excluded ``node`` or this pass marked it: later passes leave it float."""
+    return excluded(node, exclude) or kept_float(node) is not None

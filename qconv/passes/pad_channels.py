@@ -40,7 +40,7 @@ import onnx_ir as ir
 
 from qconv.decisions import DecisionLog
 from qconv.passes._graph import Namer, add_initializer, constant_array, node_name
-from qconv.passes.float_stem import kept_float
+from qconv.passes.float_stem import stays_float
 
 PASS = "pad_channels"
 CHANNEL_MULTIPLE = 16
@@ -112,9 +112,7 @@ class PadChannelsPass(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified)
 
     def _pads_image_input(self, node: ir.Node, opset: int) -> bool:
-        if node.name in self.exclude or node.op_type in self.exclude or opset < 11:
-            return False
-        if kept_float(node):
+        if stays_float(node, self.exclude) or opset < 11:
             return False
         if not _is_plain_conv(node) or not node.inputs[0].is_graph_input():
             return False
@@ -127,7 +125,7 @@ class PadChannelsPass(ir.passes.InPlacePass):
         return extra > 0 and 3 * extra <= shape[1]
 
     def _wants_padding(self, node: ir.Node) -> bool:
-        if node.name in self.exclude or node.op_type in self.exclude or kept_float(node):
+        if stays_float(node, self.exclude):
             return False
         channels = _depthwise_channels(node)
         return channels is not None and channels % CHANNEL_MULTIPLE != 0
