@@ -8,7 +8,8 @@ The plan reads the prepared float graph and changes nothing. Rules:
    where int8 pays.
 3. Ops without weights (Add, Mul, Concat, pools, shape ops) are quantized only next to a quantized
    tensor, iterating to a fixed point, so no Q/DQ pair is added inside a float-only region.
-   Shape ops and MaxPool/Resize pass values through: their outputs reuse their input's scale.
+   Shape ops and MaxPool/Resize pass values through: their outputs reuse their input's scale,
+   except a MaxPool marked ``OWN_SCALE`` (one onnxruntime would run in a slow 8-bit kernel).
 4. A Mul or Div by a positive scalar constant next to a quantized tensor costs nothing: its
    output is the same integers read with the scale multiplied (divided) by the constant, so
    the node is removed and a DequantizeLinear with that scale takes its place.
@@ -69,6 +70,8 @@ ROLES: dict[str, Role] = {
     "Gather": Role.SHARED,  # picks values of input 0 (an unrolled RNN's time steps)
     "Pad": Role.SHARED,  # zeros, edge or reflected values: all on input 0's grid
 }
+# node.meta key: a MaxPool planned with an output scale of its own (the value says why).
+OWN_SCALE = "qconv.own_scale"
 FOLDABLE_ACTIVATIONS = ("Relu", "Clip")
 # Ops whose subgraphs are planned like the main graph.
 CONTROL_FLOW = ("If", "Loop", "Scan")
@@ -109,8 +112,10 @@ class QuantizationPlan:
             node is removed, in graph order.
         clamped: Output of a Relu/Clip reading a shifted value -> (that value, low, high); it
             becomes a Clip on the integers, in graph order.
-        fallbacks: Shifted value -> the tensor calibrated in case its node must be planned as
-            an ordinary Add after all (when moving the zero point would cost resolution).
+        fallbacks: Value -> the tensor calibrated in case the plan changes after calibration:
+            a shifted value whose node must be planned as an ordinary Add after all (when
+            moving the zero point would cost resolution), or a MaxPool output that gets a
+            scale of its own (see :mod:`qconv.ort_layout`).
         notes: Plan-wide remarks for the report.
     """
 
@@ -414,6 +419,8 @@ class _Planner:
             for value in node.outputs[: _data_outputs(node)]:
                 if role is Role.SHARED:
                     plan.shared[value] = replaced.get(node.inputs[0], node.inputs[0])
+                    if node.op_type == "MaxPool":  # may get a scale of its own (ort_layout)
+                        plan.fallbacks[value] = value.name
                 else:
                     source = folded.get(value)
                     plan.activations[value] = source.outputs[0].name if source else value.name
@@ -478,7 +485,7 @@ class _Planner:
             if self._role(node) is Role.RESCALE:
                 detail = f"removed: its input's scale is multiplied by {_factor(node):.6g}"
                 return NodeDecision(name, node.op_type, Reason.SCALE_FOLDED, detail)
-            return NodeDecision(name, node.op_type, Reason.QUANTIZED, "")
+            return NodeDecision(name, node.op_type, Reason.QUANTIZED, node.meta.get(OWN_SCALE, ""))
         if node in self.refusals:
             reason, detail = self.refusals[node]
             return NodeDecision(name, node.op_type, reason, detail)
@@ -491,6 +498,8 @@ class _Planner:
 def _role(node: ir.Node) -> Role | None:
     if node.domain not in ("", "ai.onnx"):
         return None
+    if node.op_type == "MaxPool" and OWN_SCALE in node.meta:
+        return Role.OWN_SCALE
     if _scalar_operand(node) is not None:
         return Role.RESCALE
     if _scalar_offset(node) is not None:

@@ -33,10 +33,11 @@ from qconv.data import DataReader
 from qconv.decisions import DecisionLog, NodeDecision, Reason
 from qconv.errors import ConfigError, VerificationError
 from qconv.model_io import all_nodes
+from qconv.ort_layout import EIGHT_BIT_POOL_NOTE, channels_first_8bit_pools
 from qconv.passes import prepare
 from qconv.passes.compact import CompactPass
 from qconv.passes.insert_qdq import InsertQDQPass, QuantizedConstant
-from qconv.plan import QuantizationPlan, make_plan
+from qconv.plan import OWN_SCALE, QuantizationPlan, make_plan
 from qconv.runtime import create_session
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,8 @@ def quantize_model(
     )
     seconds = time.perf_counter() - started
     plan, ranges = _settle_offsets(model, config, plan, stats)
+    if config.fuse and _give_slow_pools_own_scales(model, config, plan, stats):
+        plan, ranges = _settle_offsets(model, config, make_plan(model, config), stats)
     rewrite = InsertQDQPass(plan, activation_params(plan, ranges), config, decisions)
     rewrite(model)
     qdq_model = ir.to_proto(model)
@@ -219,6 +222,28 @@ def _settle_offsets(
         plan = make_plan(model, config, frozenset(unshifted))
         ranges = tensor_ranges(plan.calibration_tensors, stats, config)
     return plan, align_to_offsets(plan, ranges)
+
+
+def _give_slow_pools_own_scales(
+    model: ir.Model, config: QuantizeConfig, plan: QuantizationPlan, stats: dict[str, TensorStats]
+) -> bool:
+    """Mark ``OWN_SCALE`` the MaxPools onnxruntime would run in its slow 8-bit kernel.
+
+    The Q/DQ model is built on a copy and shown to onnxruntime (see :mod:`qconv.ort_layout`);
+    the pools' outputs were calibrated as fallbacks. Returns whether any pool was marked.
+    """
+    if not any(
+        d.reason is Reason.SHARES_INPUT_SCALE and d.op_type == "MaxPool" for d in plan.decisions
+    ):
+        return False
+    probe = model.clone()
+    probe_plan, ranges = _settle_offsets(probe, config, make_plan(probe, config), stats)
+    InsertQDQPass(probe_plan, activation_params(probe_plan, ranges), config, DecisionLog())(probe)
+    slow = set(channels_first_8bit_pools(ir.to_proto(probe)))
+    for node in model.graph.all_nodes():
+        if node.op_type == "MaxPool" and node.name in slow:
+            node.meta[OWN_SCALE] = EIGHT_BIT_POOL_NOTE
+    return bool(slow)
 
 
 def _calibrate(

@@ -7,6 +7,7 @@ threading, providers and custom-op libraries are set the same way everywhere.
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 
 import onnx
@@ -22,6 +23,7 @@ def session_options(
     optimize: bool = True,
     profile_prefix: str | None = None,
     spin: bool = True,
+    optimized_path: Path | None = None,
 ) -> ort.SessionOptions:
     """Session options with a fixed thread count (``None``: onnxruntime's default).
 
@@ -44,6 +46,8 @@ def session_options(
     if profile_prefix:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
+    if optimized_path is not None:
+        options.optimized_model_filepath = str(optimized_path)
     return options
 
 
@@ -58,9 +62,14 @@ def create_session(
     optimize: bool = True,
     profile_prefix: str | None = None,
     spin: bool = True,
+    optimized_path: Path | None = None,
 ) -> ort.InferenceSession:
-    """An onnxruntime CPU session for ``model`` (a protobuf or a path)."""
-    options = session_options(threads, optimize, profile_prefix, spin)
+    """An onnxruntime CPU session for ``model`` (a protobuf or a path).
+
+    ``optimized_path``: where onnxruntime writes the graph it will run, after its fusions and
+    layout changes.
+    """
+    options = session_options(threads, optimize, profile_prefix, spin, optimized_path)
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), False)
     if needs_custom_ops(proto):
         import onnxruntime_extensions
@@ -68,3 +77,16 @@ def create_session(
         options.register_custom_ops_library(onnxruntime_extensions.get_library_path())
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def optimized_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph onnxruntime runs for ``model`` on this machine (one thread, every optimization).
+
+    It holds onnxruntime's own operators (QLinearConv, NhwcMaxPool, NCHWc convolutions, ...)
+    and is specific to this CPU: read it to see what onnxruntime made of a model, never save it
+    as a result.
+    """
+    with tempfile.TemporaryDirectory(prefix="qconv-ort-") as folder:
+        path = Path(folder) / "optimized.onnx"
+        create_session(model, threads=1, optimized_path=path)
+        return onnx.load(str(path))

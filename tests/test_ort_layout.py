@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from qconv.config import QuantizeConfig
+from qconv.data import input_specs, open_reader
+from qconv.decisions import Reason
+from qconv.ort_layout import EIGHT_BIT_POOL_NOTE, channels_first_8bit_pools
+from qconv.qparams import sqnr_db
+from qconv.quantize import quantize_model
+from tests.graphs import make_model, rng, run
+
+# A quantized 1x1 convolution, then (BRANCH) a max-pool and a global average pool, in Q/DQ form.
+# With BRANCH a product of the convolution's output and a clipped copy of it (HardSwish's
+# shape), onnxruntime leaves the channels-last Transpose before the split, and the pool
+# runs on channels-first integers.
+QDQ_TEXT = """
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[1, 32, 4, 8] x) => (float[1, 32, 1, 1] y) {
+    xq = QuantizeLinear (x, s, z)
+    xd = DequantizeLinear (xq, s, z)
+    wd = DequantizeLinear <axis = 0> (w, ws)
+    c = Conv (xd, wd)
+    cq = QuantizeLinear (c, s, z)
+    cd = DequantizeLinear (cq, s, z)
+    BRANCH
+    pool = MaxPool <kernel_shape = [2, 2], strides = [2, 2]> (md)
+    pq = QuantizeLinear (pool, s, z)
+    pd = DequantizeLinear (pq, s, z)
+    g = GlobalAveragePool (pd)
+    gq = QuantizeLinear (g, s, z)
+    y = DequantizeLinear (gq, s, z)
+}
+"""
+HARD_SWISH_LIKE = """cl = Clip (cq, lo, hi)
+    cld = DequantizeLinear (cl, s, lo)
+    m = Mul (cd, cld)
+    mq = QuantizeLinear (m, s, z)
+    md = DequantizeLinear (mq, s, z)"""
+
+
+def qdq_model(branch: str) -> onnx.ModelProto:
+    arrays = {
+        "s": np.float32(0.02),
+        "z": np.uint8(128),
+        "lo": np.uint8(100),
+        "hi": np.uint8(200),
+        "w": rng().integers(-60, 60, (32, 32, 1, 1)).astype(np.int8),
+        "ws": np.full(32, 0.01, np.float32),
+    }
+    return make_model(QDQ_TEXT.replace("BRANCH", branch), arrays)
+
+
+def test_a_pool_after_a_split_runs_channels_first_and_one_after_the_conv_does_not():
+    named = qdq_model(HARD_SWISH_LIKE)
+    pool = next(node for node in named.graph.node if node.op_type == "MaxPool")
+    pool.name = "the_pool"
+    assert channels_first_8bit_pools(named) == ["the_pool"]
+    direct = qdq_model("md = Identity (cd)")
+    next(node for node in direct.graph.node if node.op_type == "MaxPool").name = "the_pool"
+    assert channels_first_8bit_pools(direct) == []
+
+
+FLOAT_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 16, 8, 8] x) => (float[N, 10] y) {
+    a = Conv (x, W0, B0)
+    h = ACTIVATION (a)
+    p = MaxPool <kernel_shape = [2, 2], strides = [2, 2]> (h)
+    g = GlobalAveragePool (p)
+    f = Flatten (g)
+    y = Gemm <transB = 1> (f, W1, B1)
+}
+"""
+
+
+def quantize(activation: str, tmp_path) -> tuple[onnx.ModelProto, object, np.ndarray]:
+    r = rng()
+    arrays = {
+        "W0": r.normal(0, 0.3, (32, 16, 1, 1)),
+        "B0": r.normal(0, 0.1, 32),
+        "W1": r.normal(0, 0.3, (10, 32)),
+        "B1": r.normal(0, 0.1, 10),
+    }
+    proto = make_model(
+        FLOAT_TEXT.replace("ACTIVATION", activation),
+        {k: v.astype(np.float32) for k, v in arrays.items()},
+    )
+    data = r.normal(0, 1, (16, 16, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=data)
+    reader = open_reader(tmp_path / "calib.npz", input_specs(proto), 4)
+    return proto, quantize_model(proto, reader, QuantizeConfig(float_stem=False)), data[:4]
+
+
+def pool_scales(model: onnx.ModelProto) -> tuple[float, float]:
+    """The scale of the DequantizeLinear before the MaxPool and of the QuantizeLinear after."""
+    nodes = model.graph.node
+    constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    pool = next(node for node in nodes if node.op_type == "MaxPool")
+    before = next(node for node in nodes if pool.input[0] in node.output)
+    after = next(node for node in nodes if pool.output[0] in node.input)
+    assert (before.op_type, after.op_type) == ("DequantizeLinear", "QuantizeLinear")
+    return float(constants[before.input[1]]), float(constants[after.input[1]])
+
+
+def test_a_pool_onnxruntime_would_run_channels_first_gets_its_own_scale(tmp_path):
+    proto, result, x = quantize("HardSwish", tmp_path)
+    pool = next(d for d in result.decisions if d.op_type == "MaxPool")
+    assert (pool.reason, pool.detail) == (Reason.QUANTIZED, EIGHT_BIT_POOL_NOTE)
+    assert channels_first_8bit_pools(result.qdq_model) == []
+    assert pool_scales(result.qdq_model)[0] != pool_scales(result.qdq_model)[1]
+    assert sqnr_db(run(proto, {"x": x})[0], run(result.model, {"x": x})[0]) > 25
+
+
+def test_a_pool_onnxruntime_runs_channels_last_keeps_sharing_its_input_scale(tmp_path):
+    proto, result, x = quantize("Relu", tmp_path)
+    pool = next(d for d in result.decisions if d.op_type == "MaxPool")
+    assert pool.reason is Reason.SHARES_INPUT_SCALE
+    assert pool_scales(result.qdq_model)[0] == pool_scales(result.qdq_model)[1]
+    assert sqnr_db(run(proto, {"x": x})[0], run(result.model, {"x": x})[0]) > 25
