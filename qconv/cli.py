@@ -47,7 +47,7 @@ def _handle_errors(command: Callable) -> Callable:
             if debug:
                 traceback.print_exc()
             else:
-                console.err.print("run again with --debug for a traceback")
+                console.err.print("run again as `qconv --debug ...` for a traceback")
             sys.exit(1)
 
     return wrapper

@@ -29,6 +29,8 @@ def read_config(path: Path, known: dict[str, str]) -> dict[str, object]:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"--config {path} does not exist", "check the path") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--config {path} is not UTF-8 text", "save it as UTF-8") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config {path} is not valid TOML: {exc}", "fix the file") from exc
     table = data.get("quantize", data)

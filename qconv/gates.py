@@ -6,6 +6,7 @@ which gate failed and by how much, and the CLI exits 3.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from qconv.errors import ConfigError
@@ -38,7 +39,8 @@ class Gates:
         )
 
     def check_inputs(self, has_labels: bool, measures_latency: bool) -> None:
-        """Refuse gates the run could not evaluate, before any work."""
+        """Refuse gates the run could not evaluate, or limits out of range, before any work."""
+        self._check_limits()
         if self.max_accuracy_drop is not None and not has_labels:
             raise ConfigError(
                 "--max-accuracy-drop needs labels",
@@ -46,6 +48,17 @@ class Gates:
             )
         if self.min_speedup is not None and not measures_latency:
             raise ConfigError("--min-speedup needs latency runs", "drop --latency-runs 0")
+
+    def _check_limits(self) -> None:
+        ranges = {
+            "--max-accuracy-drop": (self.max_accuracy_drop, -1.0, 1.0, "an accuracy drop -1..1"),
+            "--min-agreement": (self.min_agreement, 0.0, 1.0, "a share 0..1"),
+            "--min-sqnr": (self.min_sqnr, -math.inf, math.inf, "a number of dB"),
+            "--min-speedup": (self.min_speedup, 1e-6, math.inf, "a ratio above 0"),
+        }
+        for flag, (value, low, high, expected) in ranges.items():
+            if value is not None and not (math.isfinite(value) and low <= value <= high):
+                raise ConfigError(f"{flag} {value} is out of range", f"give {expected}")
 
 
 def evaluate_gates(gates: Gates, report: Report) -> list[GateResult]:

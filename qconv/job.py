@@ -25,7 +25,7 @@ from qconv.evaluate import (
     tensor_fidelity,
 )
 from qconv.gates import Gates, evaluate_gates
-from qconv.model_io import check_output_path, load_proto, save_model, write_text
+from qconv.model_io import StagedOutputs, check_paths, load_proto, load_proto_and_files
 from qconv.quantize import keep_float_if_larger, quantize_model
 from qconv.report import check_report_paths, render_file
 from qconv.report.build import build_report
@@ -87,11 +87,19 @@ class QuantizeJob:
 def run_quantize(job: QuantizeJob, progress: Progress | None = None) -> Report:
     """Quantize ``job.model``, write the model and reports, and return the report."""
     progress = progress or SilentProgress()
-    if job.output is not None:
-        check_output_path(job.output, job.model)
     check_report_paths(list(job.reports))
-    job.gates.check_inputs(has_labels=bool(job.data.labels), measures_latency=job.latency_runs > 0)
-    float_model = load_proto(job.model)
+    job.gates.check_inputs(has_labels=True, measures_latency=job.latency_runs > 0)
+    float_model, external_files = load_proto_and_files(job.model)
+    check_paths(_inputs(job, external_files), _outputs(job))
+    with StagedOutputs() as staged:
+        report = _quantize_and_report(job, float_model, staged, progress)
+        staged.commit()
+    return report
+
+
+def _quantize_and_report(
+    job: QuantizeJob, float_model, staged: StagedOutputs, progress: Progress
+) -> Report:
     specs = input_specs(float_model)
     calibration = _reader(job.data.calib, job, specs, samples=job.data.samples)
     evaluation_reader = _evaluation_reader(job, specs)
@@ -114,7 +122,7 @@ def run_quantize(job: QuantizeJob, progress: Progress | None = None) -> Report:
             "for accuracy; calibrate with real inputs before shipping this model"
         )
     if job.output is not None:
-        save_model(result.model, job.output)
+        staged.add_model(result.model, job.output)
     evaluation = evaluate(
         float_model,
         result.model,
@@ -164,8 +172,21 @@ def run_quantize(job: QuantizeJob, progress: Progress | None = None) -> Report:
     report.gates = evaluate_gates(job.gates, report)
     report.environment = _environment(job)
     for path in job.reports:
-        write_text(path, render_file(report, path))
+        staged.add_text(path, render_file(report, path))
     return report
+
+
+def _inputs(job: QuantizeJob, external_files: list[Path]) -> list[Path]:
+    data = [path for path in (job.data.calib, job.data.eval) if isinstance(path, Path)]
+    return [job.model, *external_files, *data]
+
+
+def _outputs(job: QuantizeJob) -> list[tuple[str, Path]]:
+    outputs = [("-o", job.output)] if job.output is not None else []
+    outputs += [("--report", path) for path in job.reports]
+    if job.calib_cache is not None:
+        outputs.append(("--calib-cache", job.calib_cache))
+    return outputs
 
 
 def _sensitivity(result, reader: DataReader, job: QuantizeJob, progress) -> SensitivitySummary:
@@ -316,9 +337,14 @@ def run_compare(job: CompareJob, progress: Progress | None = None) -> Report:
 
     progress = progress or SilentProgress()
     check_report_paths(list(job.reports))
+    check_paths(
+        [job.float_model, job.int8_model, *[p for p in (job.data.eval,) if isinstance(p, Path)]],
+        [("--report", path) for path in job.reports],
+    )
     float_model, int8_model = load_proto(job.float_model), load_proto(job.int8_model)
     specs = input_specs(float_model)
     _check_same_interface(specs, input_specs(int8_model), job)
+    _check_same_outputs(float_model, int8_model, job)
     reader = open_reader(
         job.data.eval,
         specs,
@@ -356,8 +382,10 @@ def run_compare(job: CompareJob, progress: Progress | None = None) -> Report:
         threads=job.threads or 1,
     )
     report.gates = evaluate_gates(job.gates, report)
-    for path in job.reports:
-        write_text(path, render_file(report, path))
+    with StagedOutputs() as staged:
+        for path in job.reports:
+            staged.add_text(path, render_file(report, path))
+        staged.commit()
     return report
 
 
@@ -368,5 +396,18 @@ def _check_same_interface(float_specs, int8_specs, job: CompareJob) -> None:
         raise ModelError(
             f"{job.int8_model} has inputs {[s.describe() for s in int8_specs]} but "
             f"{job.float_model} has {[s.describe() for s in float_specs]}",
+            "compare two versions of the same model",
+        )
+
+
+def _check_same_outputs(float_model, int8_model, job: CompareJob) -> None:
+    float_outputs = [o.name for o in float_model.graph.output]
+    int8_outputs = [o.name for o in int8_model.graph.output]
+    if float_outputs != int8_outputs:
+        from qconv.errors import ModelError
+
+        raise ModelError(
+            f"{job.int8_model} has outputs {int8_outputs} but {job.float_model} has "
+            f"{float_outputs}",
             "compare two versions of the same model",
         )

@@ -14,7 +14,7 @@ import errno
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import onnx
@@ -38,6 +38,11 @@ def load_model(path: Path) -> ir.Model:
 
 def load_proto(path: Path) -> onnx.ModelProto:
     """Read and check an ONNX model, with its external data, as a protobuf."""
+    return load_proto_and_files(path)[0]
+
+
+def load_proto_and_files(path: Path) -> tuple[onnx.ModelProto, list[Path]]:
+    """Like :func:`load_proto`; also the external data files the model was read from."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist", "check the path")
@@ -48,16 +53,17 @@ def load_proto(path: Path) -> onnx.ModelProto:
             f"{path} is not a readable ONNX model ({_first_line(exc)})",
             "the file may be truncated or not an .onnx file; re-export it",
         ) from exc
-    _load_external_data(proto, path)
+    files = _load_external_data(proto, path)
     _check_opset(proto, path)
     _check(proto, path)
-    return proto
+    return proto, files
 
 
-def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
+def _load_external_data(proto: onnx.ModelProto, path: Path) -> list[Path]:
     from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
     tensors = [t for t in _all_initializers(proto) if uses_external_data(t)]
+    files: dict[Path, None] = {}
     for tensor in tensors:
         location = dict((e.key, e.value) for e in tensor.external_data).get("location", "")
         if not (path.parent / location).is_file():
@@ -65,8 +71,16 @@ def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
                 f"external data file {path.parent / location} of tensor {tensor.name!r} is missing",
                 f"put it next to {path.name}",
             )
+        files[path.parent / location] = None
     if tensors:
-        load_external_data_for_model(proto, str(path.parent))
+        try:
+            load_external_data_for_model(proto, str(path.parent))
+        except (OSError, ValueError) as exc:
+            raise ModelError(
+                f"the external data of {path} cannot be read ({_first_line(exc)})",
+                "the .data file may be truncated or belong to another export; re-export it",
+            ) from exc
+    return list(files)
 
 
 def _all_initializers(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
@@ -122,19 +136,49 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def check_output_path(output: Path, input_path: Path) -> None:
-    """Refuse to write over the input, into a missing folder, or onto a directory."""
-    if output.resolve() == Path(input_path).resolve():
-        raise OutputError(
-            f"output {output} is the input model",
-            "choose another path with -o; qconv never modifies its input",
-        )
+def check_paths(inputs: Sequence[Path], outputs: Sequence[tuple[str, Path]]) -> None:
+    """Refuse, before any work, an output that would overwrite an input or another output.
+
+    Args:
+        inputs: Every file or folder the run reads (model, its external data, data sets).
+        outputs: (flag, path) of every file the run writes (-o, --report, --calib-cache).
+
+    Raises:
+        OutputError: An output is an input, is given twice, is a directory, or its folder is
+            missing.
+    """
+    read = {Path(path).resolve(): Path(path) for path in inputs}
+    written: dict[Path, str] = {}
+    for flag, output in outputs:
+        where = Path(output).resolve()
+        if where in read:
+            same = "" if read[where] == Path(output) else f" ({read[where]})"
+            raise OutputError(
+                f"{flag} {output} is an input of this run{same}",
+                "choose another path; qconv never modifies its inputs",
+            )
+        if where in written:
+            raise OutputError(
+                f"{flag} {output} is also given as {written[where]}",
+                "give each output its own path",
+            )
+        written[where] = flag
+        _check_writable_location(flag, Path(output))
+
+
+def _check_writable_location(flag: str, output: Path) -> None:
     if output.is_dir():
-        raise OutputError(f"output {output} is a directory", "give a file path ending in .onnx")
+        raise OutputError(f"{flag} {output} is a directory", "give a file path")
     if not output.parent.is_dir():
         raise OutputError(
-            f"output folder {output.parent} does not exist", "create it first or choose another -o"
+            f"{flag}: folder {output.parent} does not exist",
+            "create it first or choose another path",
         )
+
+
+def check_output_path(output: Path, input_path: Path) -> None:
+    """Refuse to write the model over its input, into a missing folder, or onto a directory."""
+    check_paths([input_path], [("-o", output)])
 
 
 def save_model(model: ir.Model | onnx.ModelProto, output: Path) -> onnx.ModelProto:
@@ -142,14 +186,9 @@ def save_model(model: ir.Model | onnx.ModelProto, output: Path) -> onnx.ModelPro
 
     Models too large for one protobuf keep their weights in ``<output>.data`` beside the model.
     """
-    proto = ir.to_proto(model) if isinstance(model, ir.Model) else model
-    output = Path(output)
-    big = proto.ByteSize() >= EXTERNAL_DATA_THRESHOLD
-    with _atomic_target(output) as tmp:
-        if big:
-            _save_with_external_data(proto, tmp, output)
-        else:
-            tmp.write_bytes(proto.SerializeToString())
+    with StagedOutputs() as staged:
+        proto = staged.add_model(model, output)
+        staged.commit()
     return proto
 
 
@@ -160,45 +199,106 @@ def write_text(path: Path, text: str) -> None:
 
 def write_bytes(path: Path, data: bytes) -> None:
     """Write a file atomically: a reader sees the old file or the new one, never a part."""
-    with _atomic_target(Path(path)) as tmp:
-        tmp.write_bytes(data)
+    with StagedOutputs() as staged:
+        staged.add_bytes(Path(path), data)
+        staged.commit()
 
 
-def _save_with_external_data(proto: onnx.ModelProto, tmp: Path, output: Path) -> None:
-    data_name = output.name + ".data"
-    with _atomic_target(output.parent / data_name) as tmp_data:
-        onnx.save_model(
-            proto,
-            str(tmp),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=tmp_data.name,
-            size_threshold=1024,
-        )
-    # The model was saved pointing at the temporary data name; point it at the final name.
-    saved = onnx.load(str(tmp), load_external_data=False)
+class StagedOutputs:
+    """Files written beside their targets and moved into place together by :meth:`commit`.
+
+    A run stages its model as soon as it is verified (a full disk shows before the long
+    evaluation) and its reports at the end; leaving the ``with`` block without ``commit`` (an
+    error, Ctrl-C) removes the staged files, so no earlier output is replaced by a failed run.
+    New files get the permissions the umask allows; a replaced file keeps its own.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Path, Path]] = []
+
+    def __enter__(self) -> StagedOutputs:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for tmp, _ in self._pending:
+            tmp.unlink(missing_ok=True)
+        self._pending.clear()
+
+    def add_bytes(self, output: Path, data: bytes) -> None:
+        with self._beside(output) as tmp:
+            tmp.write_bytes(data)
+
+    def add_text(self, output: Path, text: str) -> None:
+        self.add_bytes(output, text.encode("utf-8"))
+
+    def add_model(self, model: ir.Model | onnx.ModelProto, output: Path) -> onnx.ModelProto:
+        proto = ir.to_proto(model) if isinstance(model, ir.Model) else model
+        output = Path(output)
+        if proto.ByteSize() < EXTERNAL_DATA_THRESHOLD:
+            self.add_bytes(output, proto.SerializeToString())
+            return proto
+        data_name = output.name + ".data"
+        with self._beside(output.parent / data_name) as tmp_data, self._beside(output) as tmp:
+            onnx.save_model(
+                proto,
+                str(tmp),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=tmp_data.name,
+                size_threshold=1024,
+            )
+            _point_external_data_at(tmp, data_name)
+        return proto
+
+    def commit(self) -> None:
+        """Move every staged file into place."""
+        while self._pending:
+            tmp, output = self._pending.pop(0)
+            try:
+                os.replace(tmp, output)
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise _output_error(exc, output) from exc
+
+    @contextlib.contextmanager
+    def _beside(self, output: Path) -> Iterator[Path]:
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+        except OSError as exc:
+            raise _output_error(exc, output) from exc
+        os.close(fd)
+        tmp = Path(name)
+        self._pending.append((tmp, output))
+        try:
+            yield tmp
+            os.chmod(tmp, _file_mode(output))
+        except OSError as exc:
+            raise _output_error(exc, output) from exc
+
+
+def _point_external_data_at(model_file: Path, data_name: str) -> None:
+    """The model was saved pointing at the temporary data name; point it at the final one."""
+    saved = onnx.load(str(model_file), load_external_data=False)
     for tensor in saved.graph.initializer:
         for entry in tensor.external_data:
             if entry.key == "location":
                 entry.value = data_name
-    tmp.write_bytes(saved.SerializeToString())
+    model_file.write_bytes(saved.SerializeToString())
 
 
-@contextlib.contextmanager
-def _atomic_target(output: Path):
-    fd, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    tmp = Path(name)
+def _file_mode(output: Path) -> int:
+    """The mode a replaced file had, or what the umask allows a new one."""
     try:
-        yield tmp
-        os.replace(tmp, output)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.errno == errno.ENOSPC:
-            raise OutputError(
-                f"the disk is full while writing {output}", "free space and run again"
-            ) from exc
-        raise OutputError(f"cannot write {output}: {exc.strerror}", "check the path") from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        return output.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _output_error(exc: OSError, output: Path) -> OutputError:
+    if exc.errno == errno.ENOSPC:
+        return OutputError(f"the disk is full while writing {output}", "free space and run again")
+    return OutputError(
+        f"cannot write {output}: {exc.strerror}", "check the path and its permissions"
+    )

@@ -13,8 +13,14 @@ from pathlib import Path
 import onnx
 import onnxruntime as ort
 
-log = logging.getLogger(__name__)
+from qconv.errors import ModelError
 
+log = logging.getLogger(__name__)
+# onnxruntime's own log lines (coloured, on stderr) would precede qconv's one-line errors.
+ort.set_default_logger_severity(4)
+
+# Messages onnxruntime gives for an op it has no kernel or schema for.
+UNKNOWN_OP_MARKERS = ("is not a registered function/op", "Could not find an implementation for")
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.training"})
 
 
@@ -31,7 +37,7 @@ def session_options(
     timed in turn, a spinning session would steal the cores of the one being measured.
     """
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # errors reach qconv as exceptions
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -76,7 +82,21 @@ def create_session(
 
         options.register_custom_ops_library(onnxruntime_extensions.get_library_path())
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises several types for a graph it cannot run
+        if any(marker in str(exc) for marker in UNKNOWN_OP_MARKERS):
+            raise ModelError(
+                f"onnxruntime cannot run an op of this model: {_first_line(exc)}",
+                "qconv runs the model to calibrate it: use ops that onnxruntime or "
+                "onnxruntime-extensions implement",
+            ) from exc
+        raise
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def optimized_model(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -9,7 +9,14 @@ import pytest
 from onnx import helper, numpy_helper
 
 from qconv.errors import ModelError, OutputError
-from qconv.model_io import check_output_path, load_proto, save_model
+from qconv.model_io import (
+    StagedOutputs,
+    check_output_path,
+    check_paths,
+    load_proto,
+    save_model,
+    write_text,
+)
 from tests.conftest import SAMPLES
 
 
@@ -83,8 +90,17 @@ def test_failed_save_keeps_the_previous_file_and_cleans_up(tmp_path, monkeypatch
 def test_output_checks(tmp_path):
     model = tmp_path / "m.onnx"
     model.write_bytes(b"")
-    with pytest.raises(OutputError, match="is the input"):
+    with pytest.raises(OutputError, match="is an input of this run"):
         check_output_path(model, model)
+    data, weights = tmp_path / "calib.npz", tmp_path / "m.onnx.data"
+    with pytest.raises(OutputError, match=r"--calib-cache .*calib\.npz is an input"):
+        check_paths([model, weights, data], [("-o", tmp_path / "o.onnx"), ("--calib-cache", data)])
+    with pytest.raises(OutputError, match=r"-o .*m\.onnx\.data is an input"):
+        check_paths([model, weights, data], [("-o", weights)])
+    with pytest.raises(OutputError, match=r"--report .*o\.onnx is also given as -o"):
+        check_paths([model], [("-o", tmp_path / "o.onnx"), ("--report", tmp_path / "o.onnx")])
+    with pytest.raises(OutputError, match=r"--report: folder .*no does not exist"):
+        check_paths([model], [("--report", tmp_path / "no" / "r.json")])
     with pytest.raises(OutputError, match="does not exist"):
         check_output_path(tmp_path / "no" / "out.onnx", model)
     with pytest.raises(OutputError, match="directory"):
@@ -98,3 +114,34 @@ def test_large_model_is_saved_with_external_data_beside_it(tmp_path, monkeypatch
     loaded = onnx.load(tmp_path / "big.onnx")
     assert numpy_helper.to_array(loaded.graph.initializer[0]).shape == (64, 64)
     assert Path(tmp_path / "big.onnx").stat().st_size < 1000
+
+
+def test_staged_files_replace_nothing_until_committed(tmp_path):
+    target = tmp_path / "out.onnx"
+    target.write_bytes(b"previous")
+    with StagedOutputs() as staged:
+        staged.add_model(tiny_model(), target)
+        staged.add_text(tmp_path / "r.json", "{}")
+    assert target.read_bytes() == b"previous"  # left without commit: an error or Ctrl-C
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]
+    with StagedOutputs() as staged:
+        staged.add_model(tiny_model(), target)
+        staged.add_text(tmp_path / "r.json", "{}")
+        staged.commit()
+    assert onnx.load(target).graph.initializer
+    assert (tmp_path / "r.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx", "r.json"]
+
+
+def test_written_files_get_the_umask_mode_or_keep_their_own(tmp_path):
+    kept = tmp_path / "kept.json"
+    kept.write_text("old")
+    kept.chmod(0o640)
+    previous = os.umask(0o022)
+    try:
+        write_text(tmp_path / "new.json", "{}")
+        write_text(kept, "{}")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644
+    assert kept.stat().st_mode & 0o777 == 0o640

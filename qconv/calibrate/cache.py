@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import logging
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +71,7 @@ class CalibrationCache:
             return None
         try:
             header, stats = _read(self.path)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             self.status = f"cache {self.path} is unreadable ({exc}); recomputing"
             return None
         stale = _staleness(header, model, self.data, set(tensors), set(stats))

@@ -76,7 +76,7 @@ def run_batch(session, names: list[str], feed: dict[str, np.ndarray], index: int
     try:
         return session.run(names, feed)
     except Exception as exc:  # onnxruntime raises its own exception types per failure
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = " ".join(str(exc).split())[:400] or type(exc).__name__
         raise DataError(
             f"onnxruntime rejected calibration batch {index}: {first}",
             "check that the data matches the model's input shapes and dtypes",

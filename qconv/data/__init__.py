@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 import onnx
 
-from qconv.errors import DataError
+from qconv.errors import ConfigError, DataError
 
 Feed = dict[str, np.ndarray]
 Dim = int | str | None
@@ -97,6 +97,22 @@ def is_synthetic(reader: DataReader) -> bool:
     return bool(getattr(reader, "synthetic", False))
 
 
+def _check_shapes(shapes: Mapping[str, tuple[int, ...]], specs: Sequence[InputSpec]) -> None:
+    """Every --shape must name a model input and give one size per dimension."""
+    by_name = {spec.name: spec for spec in specs}
+    for name, dims in shapes.items():
+        if name not in by_name:
+            raise ConfigError(
+                f"--shape {name}=...: the model has no input {name!r}",
+                f"its inputs are {', '.join(by_name)}",
+            )
+        if len(dims) != by_name[name].rank:
+            raise ConfigError(
+                f"--shape {name} gives {len(dims)} sizes for a {by_name[name].rank}-D input",
+                f"give one size per dimension of {by_name[name].describe()}",
+            )
+
+
 def open_reader(
     path: Path | str,
     specs: Sequence[InputSpec],
@@ -113,6 +129,7 @@ def open_reader(
     (``test_data_set_*/input_*.pb``); a folder of images (needs ``preprocess``, and labels
     come from class sub-folders); or ``random``/``random:uniform`` for made-up data.
     """
+    _check_shapes(shapes or {}, specs)
     if str(path).split(":")[0] == RANDOM_PREFIX:
         from qconv.data.synthetic import RandomReader
 
