@@ -70,6 +70,11 @@ def expose(
 def _lift(name: str, owner: _Owner, names: Namer) -> str:
     """Make ``name`` an output of ``owner.body`` and return the node's new output for it."""
     node = owner.node
+    if name in {v.name for v in [*owner.body.output, *owner.body.input]}:
+        # a body output listed twice comes back empty from onnxruntime: copy it
+        copied = names.fresh(f"{name}__copy")
+        owner.body.node.append(helper.make_node("Identity", [name], [copied]))
+        name = copied
     owner.body.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     if node.op_type == "If":
         other = "else_branch" if owner.attribute == "then_branch" else "then_branch"

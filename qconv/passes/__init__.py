@@ -2,7 +2,8 @@
 
 Preparation runs on the float graph before calibration: conversion to opset 13 when per-channel
 weights are wanted and the model is older, Identity/Dropout removal, constant folding (so
-weights behind Constant/Cast/Transpose chains become initializers), BatchNormalization folding,
+weights behind Constant/Cast/Transpose chains become initializers), inlining of If nodes whose
+condition is constant, BatchNormalization folding,
 folding of per-channel Mul/Div/Add/Sub constants into the Conv before them, marking of the
 first convolutions that run faster in float (a light first layer, then light Conv+HardSwish
 layers), HardSigmoid and HardSwish (elsewhere) written out in ops with integer forms, a
@@ -26,6 +27,7 @@ from qconv.passes.float_stem import MarkFloatStemPass
 from qconv.passes.fold_affine import FoldAffinePass
 from qconv.passes.fold_batchnorm import FoldBatchNormPass
 from qconv.passes.fold_constants import FoldConstantsPass
+from qconv.passes.inline_constant_if import InlineConstantIfPass
 from qconv.passes.pad_channels import PadChannelsPass
 from qconv.passes.remove_identity import RemoveIdentityPass
 from qconv.passes.upgrade_opset import UpgradeOpsetPass
@@ -38,7 +40,11 @@ def prepare(model: ir.Model, config: QuantizeConfig, decisions: DecisionLog) -> 
     passes: list[ir.passes.PassBase] = []
     if not isinstance(config.weight_granularity, PerTensor):
         passes.append(UpgradeOpsetPass(decisions))
-    passes += [RemoveIdentityPass(decisions), FoldConstantsPass(decisions)]
+    passes += [
+        RemoveIdentityPass(decisions),
+        FoldConstantsPass(decisions),
+        InlineConstantIfPass(decisions),
+    ]
     if config.fuse:
         passes.append(FoldBatchNormPass(decisions))
         passes.append(FoldAffinePass(decisions))

@@ -39,6 +39,9 @@ class Namer:
         self._taken.update(v.name for v in graph.inputs if v.name)
         self._taken.update(graph.initializers)
 
+    def is_free(self, name: str) -> bool:
+        return name not in self._taken
+
     def fresh(self, base: str) -> str:
         name, k = base, 1
         while name in self._taken:
@@ -71,13 +74,17 @@ def bypass(node: ir.Node, source: ir.Value) -> None:
     When the output is a graph output, ``source`` takes over its name so the model's interface is
     unchanged.
     """
-    output = node.outputs[0]
+    redirect(node.outputs[0], source)
+
+
+def redirect(output: ir.Value, source: ir.Value) -> None:
+    """Make every reader of ``output`` read ``source``; a graph output keeps its name."""
     if output.is_graph_output():
         name = output.name
         output.replace_all_uses_with(source, replace_graph_outputs=True)
         output.name = None
         source.name = name
-        source.type = source.type or output.type
-        source.shape = source.shape or output.shape
     else:
         output.replace_all_uses_with(source)
+    source.type = source.type or output.type
+    source.shape = source.shape or output.shape

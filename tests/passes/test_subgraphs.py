@@ -141,3 +141,31 @@ def test_nodes_inside_subgraphs_get_a_decision():
     by_op = {d.op_type: d.reason for d in result.decisions}
     assert by_op["Tanh"] is Reason.NO_INTEGER_KERNEL
     assert by_op["Loop"] is Reason.NO_INTEGER_KERNEL
+
+
+def test_expose_both_branch_outputs_of_an_if():
+    model = if_model()
+    exposed, mapping = expose(model, ["ty", "ey"])
+    x = feeds(1)[0]["x"]
+    for flag, taken, other in ((True, "ty", "ey"), (False, "ey", "ty")):
+        outputs = run(exposed, {"x": x, "c": np.array(flag)})
+        values = dict(zip([o.name for o in exposed.graph.output], outputs, strict=True))
+        np.testing.assert_allclose(values[mapping[taken]], values["y"])
+        assert values[mapping[other]].size == 0
+
+
+def test_an_if_whose_outputs_feed_a_quantized_op_is_calibrated_in_both_branches():
+    text = (
+        IF.replace("(float[1, 8] y)", "(float[1, 8] z)")
+        .replace("               }>\n}", "               }>\n    z = MatMul (y, W)\n}")
+        .replace("ey = Sigmoid (e1)", "ey = Relu (e1)")  # both branch outputs calibrated
+    )
+    r = rng()
+    weights = {"W": r.normal(0, 0.4, (8, 8)), "V": r.normal(0, 0.4, (8, 8))}
+    model = make_model(text, {k: v.astype(np.float32) for k, v in weights.items()})
+    calibration = feeds(8, c=np.array(True)) + feeds(8, c=np.array(False))
+    result = quantize_model(model, Batches(calibration), QuantizeConfig())
+    assert {"ty", "ey", "y"} <= set(result.ranges)
+    for flag in (True, False):
+        for feed in feeds(4, c=np.array(flag)):
+            assert sqnr_db(run(model, feed)[0], run(result.model, feed)[0]) > 25
