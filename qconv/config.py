@@ -111,6 +111,16 @@ class QuantizeConfig:
             raise ConfigError(
                 f"histogram_bins={self.histogram_bins} is invalid", "use an even number >= 256"
             )
+        if (
+            self.format is QuantFormat.QOPERATOR
+            and self.activation_type is QuantType.INT8
+            and self.weight_type is QuantType.UINT8
+        ):
+            raise ConfigError(
+                "--format qoperator cannot combine int8 activations with uint8 weights: "
+                "onnxruntime has no QLinearConv or QLinearMatMul for that pair",
+                "use --weight-type int8 (the default)",
+            )
 
 
 @dataclass(frozen=True)

@@ -151,8 +151,8 @@ class InsertQDQPass(ir.passes.InPlacePass):
         for use in list(value.uses()):
             if use.node is not q:
                 use.node.replace_input_with(use.idx, dq.outputs[0])
-        if value.is_graph_output():
-            _hand_over_graph_output(graph, value, dq.outputs[0], self.namer)
+        if value.is_graph_output() and not value.is_graph_input():  # an input passed through
+            _hand_over_graph_output(graph, value, dq.outputs[0], self.namer)  # stays as it is
             self.dequantized[float_name] = dq.outputs[0].name
             if value in self._bounds:
                 self.folded_bounds[dq.outputs[0].name] = self._bounds[value]

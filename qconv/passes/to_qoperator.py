@@ -200,5 +200,6 @@ def _remove_dead_dequantize(graph: ir.Graph) -> None:
         ):
             graph.remove(node, safe=True)
     for name in list(graph.initializers):
-        if not graph.initializers[name].uses():
+        value = graph.initializers[name]
+        if not value.uses() and not value.is_graph_output():
             del graph.initializers[name]

@@ -254,3 +254,45 @@ def test_a_clip_with_a_computed_max_is_kept_not_folded():
     quantized = ir.to_proto(graph)
     assert "Clip" in op_types(quantized)
     assert sqnr_db(run(model, data[0])[0], run(quantized, data[0])[0]) > 25
+
+
+# x is read by the MatMul and also returned as it is; W is returned too.
+INTERFACE = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 8] x) => (float[N, 8] y, float[N, 8] x, float[8, 8] W) {
+    h = MatMul (x, W)
+    r = Relu (h)
+    y = MatMul (r, V)
+}
+"""
+
+
+@pytest.mark.parametrize("fmt", ["qdq", "qoperator"])
+def test_a_graph_input_or_weight_that_is_also_an_output_keeps_the_interface(fmt):
+    from qconv.config import QuantFormat
+    from qconv.quantize import quantize_model
+
+    r = rng()
+    weights = {k: r.normal(0, 0.4, (8, 8)).astype(np.float32) for k in ("W", "V")}
+    model = make_model(INTERFACE, weights)
+    data = [{"x": r.normal(0, 1, (2, 8)).astype(np.float32)} for _ in range(4)]
+    result = quantize_model(model, Batches(data), QuantizeConfig(format=QuantFormat(fmt)))
+    assert [i.name for i in result.model.graph.input] == ["x"]
+    assert [o.name for o in result.model.graph.output] == ["y", "x", "W"]
+    assert "QuantizeLinear" in op_types(result.model)
+    expected, actual = run(model, data[0]), run(result.model, data[0])
+    np.testing.assert_array_equal(actual[1], data[0]["x"])
+    np.testing.assert_array_equal(actual[2], weights["W"])
+    assert sqnr_db(expected[0], actual[0]) > 25
+
+
+def test_qoperator_refuses_int8_activations_with_uint8_weights():
+    from qconv.config import QuantFormat, QuantType
+    from qconv.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no QLinearConv or QLinearMatMul"):
+        QuantizeConfig(
+            format=QuantFormat.QOPERATOR,
+            activation_type=QuantType.INT8,
+            weight_type=QuantType.UINT8,
+        )
