@@ -53,7 +53,28 @@ def _handle_errors(command: Callable) -> Callable:
     return wrapper
 
 
-@click.group(epilog=EXIT_CODES_HELP)
+class _OneLineUsageErrors(click.Group):
+    """Usage errors print one line, like every other qconv error, not click's three."""
+
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False
+        kwargs.setdefault("prog_name", "qconv")
+        try:
+            result = super().main(*args, **kwargs)
+        except click.ClickException as exc:
+            context = getattr(exc, "ctx", None)
+            where = f" (see `{context.command_path} --help`)" if context else ""
+            click.echo(f"error: {exc.format_message()}{where}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("error: interrupted; no output was written", err=True)
+            sys.exit(130)
+        if isinstance(result, int):  # ctx.exit(code), --help, --version
+            sys.exit(result)
+        return result
+
+
+@click.group(cls=_OneLineUsageErrors, epilog=EXIT_CODES_HELP)
 @click.version_option(package_name="qconv")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 def main(debug: bool) -> None:

@@ -155,7 +155,8 @@ def test_missing_calibration_file(workdir):
 def test_click_usage_error_exits_2(workdir):
     result = invoke("quantize", str(workdir / "digits_cnn.onnx"))
     assert result.exit_code == 2
-    assert "--output" in result.output
+    assert result.stderr.count("\n") == 1, result.stderr  # one line, like every other error
+    assert "--output" in result.stderr and "quantize --help" in result.stderr
 
 
 def test_inspect_reports_what_can_be_quantized(workdir):
