@@ -3,8 +3,9 @@
 Preparation runs on the float graph before calibration: conversion to opset 13 when per-channel
 weights are wanted and the model is older, Identity/Dropout removal, constant folding (so
 weights behind Constant/Cast/Transpose chains become initializers), inlining of If nodes whose
-condition is constant, BatchNormalization folding,
-folding of per-channel Mul/Div/Add/Sub constants into the Conv before them, marking of the
+condition is constant, folding of per-channel Mul/Div/Add/Sub
+constants and of BatchNormalization into the Conv or ConvTranspose before them (in graph order,
+so a BN after a bias Add folds too), BatchNormalization folding into Gemm/MatMul, marking of the
 first convolutions that run faster in float (a light first layer, then light Conv+HardSwish
 layers), HardSigmoid and HardSwish (elsewhere) written out in ops with integer forms, a
 topological sort and shape inference (the plan needs dtypes), then padding of depthwise
@@ -46,8 +47,8 @@ def prepare(model: ir.Model, config: QuantizeConfig, decisions: DecisionLog) -> 
         InlineConstantIfPass(decisions),
     ]
     if config.fuse:
+        passes.append(FoldAffinePass(decisions))  # first: a BN may follow a folded bias Add
         passes.append(FoldBatchNormPass(decisions))
-        passes.append(FoldAffinePass(decisions))
         if config.float_stem:
             passes.append(MarkFloatStemPass(config.exclude, decisions))
         passes.append(DecomposeHardActivationsPass(_quantizable_ops(), config.exclude, decisions))

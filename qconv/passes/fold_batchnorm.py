@@ -99,6 +99,13 @@ def _rank(value: ir.Value) -> int | None:
     return value.shape.rank() if value.shape is not None else None
 
 
+def batchnorm_params(bn: ir.Node) -> BatchNormParams | None:
+    """The affine map an inference-mode BN computes, or None (training mode, non-constant)."""
+    if bn.attributes.get_int("training_mode", 0) or any(o.uses() for o in bn.outputs[1:]):
+        return None
+    return _bn_params(bn)
+
+
 def _bn_params(bn: ir.Node) -> BatchNormParams | None:
     arrays = [constant_array(v) for v in bn.inputs[1:5]]
     if len(arrays) != 4 or any(a is None for a in arrays):

@@ -59,3 +59,35 @@ def test_a_constant_varying_along_width_is_refused():
     feed = {"x": rng().normal(0, 1, (2, 3, 6, 6)).astype(np.float32)}
     for before, after in zip(run(model, feed), run(folded, feed), strict=True):
         np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
+
+
+def test_a_transposed_conv_bias_add_and_batchnorm_fold_into_the_transposed_conv():
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1, 4, 5, 5] x) => (float[1, 6, 10, 10] y) {
+        t = ConvTranspose <kernel_shape = [2, 2], strides = [2, 2], group = 2> (x, W)
+        a = Add (t, B)
+        n = BatchNormalization (a, G, H, M, V)
+        y = Relu (n)
+    }
+    """
+    r = rng()
+    arrays = {
+        "W": r.normal(size=(4, 3, 2, 2)),  # 2 groups of 2 inputs -> 3 outputs each
+        "B": r.normal(size=(1, 6, 1, 1)),
+        "G": r.uniform(0.5, 2, 6),
+        "H": r.normal(size=6),
+        "M": r.normal(size=6),
+        "V": r.uniform(0.5, 2, 6),
+    }
+    model = make_model(text, {k: v.astype(np.float32) for k, v in arrays.items()})
+    log = DecisionLog()
+    folded, modified = apply(FoldAffinePass(log), model)
+    assert modified
+    assert op_types(folded) == ["ConvTranspose", "Relu"]
+    assert [r.detail for r in log.rewrites] == [
+        "folded Add into ConvTranspose",
+        "folded BatchNormalization into ConvTranspose",
+    ]
+    x = r.normal(size=(1, 4, 5, 5)).astype(np.float32)
+    np.testing.assert_allclose(run(folded, {"x": x})[0], run(model, {"x": x})[0], atol=1e-5)
