@@ -255,6 +255,12 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: Path | None
     is_flag=True,
     help="Quantize the first convolutions too where onnxruntime's CPU runs them faster in float.",
 )
+@click.option(
+    "--no-runtime-tuning",
+    is_flag=True,
+    help="Keep the plan even where onnxruntime's CPU would run an op in float anyway "
+    "(ConvTranspose) or an 8-bit max-pool in its slow loop: for other int8 runtimes.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("-v", "--verbose", count=True, help="More detail (per-node table).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
@@ -291,6 +297,7 @@ def quantize(
     latency_runs: int,
     no_fuse: bool,
     no_float_stem: bool,
+    no_runtime_tuning: bool,
     as_json: bool,
     verbose: int,
     quiet: bool,
@@ -330,6 +337,7 @@ def quantize(
         exclude=_exclusions(exclude, exclude_from),
         fuse=not no_fuse,
         float_stem=not no_float_stem,
+        runtime_tuning=not no_runtime_tuning,
     )
     data = DataConfig(
         calib=_data_path(calib),

@@ -85,6 +85,10 @@ class QuantizeConfig:
         float_stem: Keep float the first convolutions that onnxruntime's CPU kernels run faster
             in float (see ``qconv.passes.float_stem``); off quantizes every eligible layer, as a
             target whose kernels are all integer wants.
+        runtime_tuning: Build the Q/DQ model once on a copy, ask onnxruntime how it would run
+            it, and re-plan: ops it has no integer kernel for stay float, 8-bit max-pools it
+            would run in its slow loop get their own scale (see ``qconv.ort_layout``); off keeps
+            the plan as it is, for a runtime other than onnxruntime's CPU provider.
         histogram_bins: Bins per sign of each activation histogram (memory per tensor is
             ``2 * histogram_bins * 8`` bytes whatever the sample count).
     """
@@ -99,6 +103,7 @@ class QuantizeConfig:
     exclude: tuple[str, ...] = ()
     fuse: bool = True
     float_stem: bool = True
+    runtime_tuning: bool = True
     histogram_bins: int = 4096
 
     def __post_init__(self) -> None:

@@ -33,9 +33,11 @@ from qconv.data import DataReader
 from qconv.decisions import DecisionLog, NodeDecision, Reason
 from qconv.errors import ConfigError, VerificationError
 from qconv.model_io import all_nodes
-from qconv.ort_layout import EIGHT_BIT_POOL_NOTE, channels_first_8bit_pools
+from qconv.ort_layout import EIGHT_BIT_POOL_NOTE, UNFUSED_NOTE, runtime_findings
 from qconv.passes import prepare
+from qconv.passes._graph import Namer
 from qconv.passes.compact import CompactPass
+from qconv.passes.float_stem import KEPT_FLOAT
 from qconv.passes.insert_qdq import InsertQDQPass, QuantizedConstant
 from qconv.plan import OWN_SCALE, QuantizationPlan, make_plan
 from qconv.runtime import create_session
@@ -142,8 +144,8 @@ def quantize_model(
     )
     seconds = time.perf_counter() - started
     plan, ranges = _settle_offsets(model, config, plan, stats)
-    if config.fuse and _give_slow_pools_own_scales(model, config, plan, stats):
-        plan, ranges = _settle_offsets(model, config, make_plan(model, config), stats)
+    if config.runtime_tuning and (replanned := _follow_onnxruntime(model, config, plan, stats)):
+        plan, ranges = _settle_offsets(model, config, replanned, stats)
     rewrite = InsertQDQPass(plan, activation_params(plan, ranges), config, decisions)
     rewrite(model)
     qdq_model = ir.to_proto(model)
@@ -224,26 +226,46 @@ def _settle_offsets(
     return plan, align_to_offsets(plan, ranges)
 
 
-def _give_slow_pools_own_scales(
+def _follow_onnxruntime(
     model: ir.Model, config: QuantizeConfig, plan: QuantizationPlan, stats: dict[str, TensorStats]
-) -> bool:
-    """Mark ``OWN_SCALE`` the MaxPools onnxruntime would run in its slow 8-bit kernel.
+) -> QuantizationPlan | None:
+    """Re-plan where onnxruntime would make int8 slow; None when nothing changes.
 
-    The Q/DQ model is built on a copy and shown to onnxruntime (see :mod:`qconv.ort_layout`);
-    the pools' outputs were calibrated as fallbacks. Returns whether any pool was marked.
+    The Q/DQ model is built on a copy and shown to onnxruntime (see :mod:`qconv.ort_layout`).
+    MaxPools it would run in its slow 8-bit loop get their own output scale (their outputs
+    were calibrated as fallbacks); weighted ops it would not fuse stay float, unless that would
+    need statistics the calibration did not gather.
     """
-    if not any(
-        d.reason is Reason.SHARES_INPUT_SCALE and d.op_type == "MaxPool" for d in plan.decisions
-    ):
-        return False
+    if not plan.quantized_nodes():
+        return None
     probe = model.clone()
+    nodes = _name_probe_nodes(model, probe)
     probe_plan, ranges = _settle_offsets(probe, config, make_plan(probe, config), stats)
     InsertQDQPass(probe_plan, activation_params(probe_plan, ranges), config, DecisionLog())(probe)
-    slow = set(channels_first_8bit_pools(ir.to_proto(probe)))
-    for node in model.graph.all_nodes():
-        if node.op_type == "MaxPool" and node.name in slow:
-            node.meta[OWN_SCALE] = EIGHT_BIT_POOL_NOTE
-    return bool(slow)
+    findings = runtime_findings(ir.to_proto(probe))
+    if not findings:
+        return None
+    for name in findings.channels_first_pools:
+        nodes[name].meta[OWN_SCALE] = EIGHT_BIT_POOL_NOTE
+    for name in findings.unfused:
+        nodes[name].meta[KEPT_FLOAT] = UNFUSED_NOTE
+    replanned = make_plan(model, config)
+    if set(replanned.calibration_tensors) - set(stats):
+        for name in findings.unfused:
+            del nodes[name].meta[KEPT_FLOAT]
+        replanned = make_plan(model, config)
+    return replanned
+
+
+def _name_probe_nodes(model: ir.Model, probe: ir.Model) -> dict[str, ir.Node]:
+    """Name every node of ``probe`` (a clone of ``model``) uniquely; map names to ``model``'s."""
+    names = Namer(probe.graph)
+    pairs = zip(model.graph.all_nodes(), probe.graph.all_nodes(), strict=True)
+    mapping = {}
+    for original, copy in pairs:
+        copy.name = copy.name or names.fresh(f"qconv_probe_{copy.op_type}")
+        mapping[copy.name] = original
+    return mapping
 
 
 def _calibrate(

@@ -7,7 +7,7 @@ from onnx import numpy_helper
 from qconv.config import QuantizeConfig
 from qconv.data import input_specs, open_reader
 from qconv.decisions import Reason
-from qconv.ort_layout import EIGHT_BIT_POOL_NOTE, channels_first_8bit_pools
+from qconv.ort_layout import EIGHT_BIT_POOL_NOTE, UNFUSED_NOTE, channels_first_8bit_pools
 from qconv.qparams import sqnr_db
 from qconv.quantize import quantize_model
 from tests.graphs import make_model, rng, run
@@ -119,4 +119,33 @@ def test_a_pool_onnxruntime_runs_channels_last_keeps_sharing_its_input_scale(tmp
     pool = next(d for d in result.decisions if d.op_type == "MaxPool")
     assert pool.reason is Reason.SHARES_INPUT_SCALE
     assert pool_scales(result.qdq_model)[0] == pool_scales(result.qdq_model)[1]
+    assert sqnr_db(run(proto, {"x": x})[0], run(result.model, {"x": x})[0]) > 25
+
+
+def test_a_transposed_conv_onnxruntime_would_not_fuse_stays_float(tmp_path):
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 8, 6, 6] x) => (float[N, 8, 12, 12] y) {
+        a = Conv <pads = [1, 1, 1, 1]> (x, W0, B0)
+        r = Relu (a)
+        t = ConvTranspose <kernel_shape = [2, 2], strides = [2, 2]> (r, W1, B1)
+        s = Relu (t)
+        y = Conv <pads = [1, 1, 1, 1]> (s, W2, B2)
+    }
+    """
+    r = rng()
+    shapes = {"W0": (8, 8, 3, 3), "W1": (8, 8, 2, 2), "W2": (8, 8, 3, 3)}
+    arrays = {k: r.normal(0, 0.3, s) for k, s in shapes.items()}
+    arrays |= {f"B{k[1]}": r.normal(0, 0.1, 8) for k in shapes}
+    proto = make_model(text, {k: v.astype(np.float32) for k, v in arrays.items()})
+    data = r.normal(0, 1, (16, 8, 6, 6)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=data)
+    reader = open_reader(tmp_path / "calib.npz", input_specs(proto), 4)
+    result = quantize_model(proto, reader, QuantizeConfig(float_stem=False))
+    decided = {d.op_type: (d.reason, d.detail) for d in result.decisions}
+    assert decided["ConvTranspose"] == (Reason.FASTER_IN_FLOAT, UNFUSED_NOTE)
+    assert decided["Conv"][0] is Reason.QUANTIZED
+    transposed = next(n for n in result.model.graph.node if n.op_type == "ConvTranspose")
+    assert transposed.input[1] in {t.name for t in result.model.graph.initializer}  # float W
+    x = data[:4]
     assert sqnr_db(run(proto, {"x": x})[0], run(result.model, {"x": x})[0]) > 25
