@@ -144,7 +144,7 @@ def quantize_model(
     )
     seconds = time.perf_counter() - started
     plan, ranges = _settle_offsets(model, config, plan, stats)
-    if config.runtime_tuning and (replanned := _follow_onnxruntime(model, config, plan, stats)):
+    if config.runtime_tuning and (replanned := _tuned_plan(model, config, plan, stats, decisions)):
         plan, ranges = _settle_offsets(model, config, replanned, stats)
     rewrite = InsertQDQPass(plan, activation_params(plan, ranges), config, decisions)
     rewrite(model)
@@ -224,6 +224,26 @@ def _settle_offsets(
         plan = make_plan(model, config, frozenset(unshifted))
         ranges = tensor_ranges(plan.calibration_tensors, stats, config)
     return plan, align_to_offsets(plan, ranges)
+
+
+def _tuned_plan(
+    model: ir.Model,
+    config: QuantizeConfig,
+    plan: QuantizationPlan,
+    stats: dict[str, TensorStats],
+    decisions: DecisionLog,
+) -> QuantizationPlan | None:
+    """:func:`_follow_onnxruntime`, which only tunes speed: if it fails, the plan stands."""
+    try:
+        return _follow_onnxruntime(model, config, plan, stats)
+    except Exception as exc:  # onnxruntime's own failures come in several types
+        log.warning("runtime tuning skipped: %s", exc)
+        decisions.note(f"runtime tuning skipped: onnxruntime could not be asked ({exc})")
+        for node in model.graph.all_nodes():  # the plan stands as it was
+            node.meta.pop(OWN_SCALE, None)
+            if node.meta.get(KEPT_FLOAT) == UNFUSED_NOTE:
+                del node.meta[KEPT_FLOAT]
+        return None
 
 
 def _follow_onnxruntime(

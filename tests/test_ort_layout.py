@@ -149,3 +149,17 @@ def test_a_transposed_conv_onnxruntime_would_not_fuse_stays_float(tmp_path):
     assert transposed.input[1] in {t.name for t in result.model.graph.initializer}  # float W
     x = data[:4]
     assert sqnr_db(run(proto, {"x": x})[0], run(result.model, {"x": x})[0]) > 25
+
+
+def test_quantization_goes_on_without_tuning_when_onnxruntime_cannot_be_asked(
+    tmp_path, monkeypatch
+):
+    def broken(model):
+        raise RuntimeError("no optimized graph today")
+
+    monkeypatch.setattr("qconv.quantize.runtime_findings", broken)
+    proto, result, x = quantize("HardSwish", tmp_path)
+    pool = next(d for d in result.decisions if d.op_type == "MaxPool")
+    assert pool.reason is Reason.SHARES_INPUT_SCALE  # the untuned plan
+    assert any("runtime tuning skipped" in note for note in result.log.notes)
+    assert sqnr_db(run(proto, {"x": x})[0], run(result.model, {"x": x})[0]) > 25
