@@ -16,7 +16,9 @@ The plan reads the prepared float graph and changes nothing. Rules:
 5. An Add or Sub of a scalar constant next to a quantized tensor (HardSwish's ``x + 3``) is the
    same integers with the zero point moved: the node is removed, the input's scale is aligned
    so the constant is a whole number of steps, and a Relu/Clip reading it runs as a Clip on the
-   integers. This needs asymmetric activations and an input with a scale of its own.
+   integers. This needs asymmetric activations and an input with a scale of its own, and a
+   Relu/Clip after it needs opset 12 (before it Clip takes floats only: the Add is then planned
+   as an ordinary Add whose output range does the Clip's work).
 6. A Relu or a Clip with lower bound 0 that is the only reader of a quantized node's output is
    folded into that output's range when activations are asymmetric: the zero point then sits at
    the bottom of the integer range, so clamping to it is exactly the Relu. Under symmetric
@@ -70,6 +72,8 @@ ROLES: dict[str, Role] = {
     "Gather": Role.SHARED,  # picks values of input 0 (an unrolled RNN's time steps)
     "Pad": Role.SHARED,  # zeros, edge or reflected values: all on input 0's grid
 }
+# Clip takes 8-bit integers from this opset on (rule 5's Clip on the integers needs it).
+INTEGER_CLIP_OPSET = 12
 # node.meta key: a MaxPool planned with an output scale of its own (the value says why).
 OWN_SCALE = "qconv.own_scale"
 FOLDABLE_ACTIVATIONS = ("Relu", "Clip")
@@ -238,6 +242,8 @@ class _Planner:
         self.demoted = shifts & self.unshifted
         if self.config.symmetric_activations:  # the zero point must be free to move
             self.demoted = shifts
+        if self.opset < INTEGER_CLIP_OPSET:  # no Clip on integers: an Add the Clip folds into
+            self.demoted |= {n for n in shifts if self._clamp_reader(n) is not None}
         self.quantized = {n for n in nodes if n not in self.refusals and _role(n) is Role.WEIGHTED}
         self._propagate(nodes)
         self._demote_offsets(nodes, self._fold_activations(nodes))
