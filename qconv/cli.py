@@ -6,6 +6,7 @@ Exit codes: 0 success; 1 internal error (traceback with --debug); 2 bad usage or
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -16,7 +17,8 @@ import click
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 internal error (traceback with --debug); "
     "2 bad usage or bad input (one line naming the file, flag or tensor); "
-    "3 a quality gate failed (model and report are still written); 130 interrupted."
+    "3 a quality gate failed (model and report are still written); 130 interrupted; "
+    "141 stdout closed early (outputs written)."
 )
 GATE_FAILED = 3
 
@@ -26,14 +28,16 @@ def _handle_errors(command: Callable) -> Callable:
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from qconv.console import Console
+        from qconv.console import PIPE_CLOSED, Console
         from qconv.errors import QconvError
 
         ctx = click.get_current_context()
         debug = ctx.find_root().params.get("debug", False)
         console = Console()
         try:
-            return command(*args, **kwargs)
+            result = command(*args, **kwargs)
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+            return result
         except QconvError as exc:
             console.error(exc.one_line())
             if debug:
@@ -42,6 +46,9 @@ def _handle_errors(command: Callable) -> Callable:
         except KeyboardInterrupt:
             console.error("interrupted; no output was written")
             sys.exit(130)
+        except BrokenPipeError:  # stdout closed early (| head): the files are written
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(PIPE_CLOSED)
         except Exception as exc:  # a bug: say so, with a traceback on request
             console.error(f"internal error: {type(exc).__name__}: {exc}")
             if debug:

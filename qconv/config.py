@@ -107,6 +107,13 @@ class QuantizeConfig:
     histogram_bins: int = 4096
 
     def __post_init__(self) -> None:
+        for name, kind in ENUM_FIELDS.items():
+            object.__setattr__(self, name, _as_enum(kind, getattr(self, name), name))
+        if not isinstance(self.weight_granularity, PerTensor | PerChannel):
+            raise ConfigError(
+                f"weight_granularity={self.weight_granularity!r} is invalid",
+                "give PerChannel() or PerTensor()",
+            )
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(
                 f"--percentile {self.percentile} is out of range",
@@ -186,3 +193,20 @@ def parse_size(text: str) -> int:
     if unit not in SIZE_UNITS or value <= 0:
         raise ConfigError(f"--max-memory {text} is invalid", "write it like 512MB or 2GB")
     return int(value * SIZE_UNITS[unit])
+
+
+ENUM_FIELDS: dict[str, type[enum.Enum]] = {
+    "format": QuantFormat,
+    "activation_type": QuantType,
+    "weight_type": QuantType,
+    "calibration": CalibrationMethod,
+}
+
+
+def _as_enum(kind: type[enum.Enum], value: object, name: str) -> enum.Enum:
+    """``value`` as a member of ``kind``: library callers may pass the flag's string."""
+    try:
+        return kind(value)
+    except ValueError as exc:
+        choices = ", ".join(repr(member.value) for member in kind)
+        raise ConfigError(f"{name}={value!r} is invalid", f"use one of {choices}") from exc

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable, Iterator
 
 from rich.console import Console as RichConsole
@@ -17,6 +18,15 @@ from rich.table import Table
 
 from qconv.report.model import Report
 
+# Exit code when stdout is closed early (``qconv ... | head``): what a shell reports for a
+# program stopped by SIGPIPE. rich's own handling exits 1, which reads as a bug in qconv.
+PIPE_CLOSED = 141
+
+
+def _closed_pipe() -> None:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise SystemExit(PIPE_CLOSED)
+
 
 class Console:
     """Owns both rich consoles and the verbosity level (-1 quiet, 0 normal, 1+ verbose)."""
@@ -24,6 +34,7 @@ class Console:
     def __init__(self, verbosity: int = 0) -> None:
         self.verbosity = verbosity
         self.out = RichConsole(highlight=False, soft_wrap=False)
+        self.out.on_broken_pipe = _closed_pipe  # type: ignore[method-assign]
         self.err = RichConsole(stderr=True, highlight=False)
 
     @property
@@ -120,9 +131,12 @@ def _fmt(value: float | None, pattern: str = "{:.2%}") -> str:
 
 def _summary_table(report: Report) -> Table:
     m = report.model
-    title = "qconv quantize" if report.calibration else "qconv compare"
+    title = "qconv compare"
+    if report.calibration:
+        title = "qconv quantize" if m.output_path else "qconv analyze"
     table = Table(title=title, show_header=False, title_justify="left")
-    table.add_row("model", f"{m.input_path} -> {m.output_path}")
+    written = f" -> {m.output_path}" if m.output_path else " (int8 model not written)"
+    table.add_row("model", f"{m.input_path}{written}")
     table.add_row("size", f"{m.float_bytes:,} -> {m.int8_bytes:,} bytes ({m.size_ratio:.2f}x)")
     if report.nodes:
         table.add_row("quantized", f"{report.quantized_nodes} of {len(report.nodes)} nodes")

@@ -425,3 +425,23 @@ def test_an_op_onnxruntime_cannot_run_is_a_model_error(workdir):
     args = ["quantize", str(workdir / "custom.onnx"), "-o", str(workdir / "out.onnx")]
     result = invoke(*args, "--calib", str(workdir / "x.npz"), "--latency-runs", "0")
     assert_clean_failure(result, workdir, "onnxruntime cannot run an op", "com.acme:Foo")
+
+
+def test_stdout_closed_early_exits_141_with_the_outputs_written(workdir):
+    import os
+    import subprocess
+    import sys
+
+    qconv = Path(sys.executable).parent / "qconv"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # closed before qconv prints anything, like `| head -0`
+    result = subprocess.run(
+        [str(qconv), *quantize_args(workdir, "-v")],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        timeout=120,
+    )
+    os.close(write_end)
+    assert result.returncode == 141
+    assert result.stderr == b""
+    assert onnx.load(workdir / "out.onnx").graph.node

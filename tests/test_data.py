@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 
 from qconv.data import InputSpec, open_reader
 from qconv.errors import DataError
+from tests.conftest import SAMPLES
 
 IMAGE = InputSpec("x", np.dtype(np.float32), ("N", 1, 4, 4))
 STATE = InputSpec("h", np.dtype(np.float32), (2, 3))
@@ -140,3 +142,19 @@ def test_random_reader_asks_for_symbolic_sizes():
     with pytest.raises(ConfigError, match="symbolic size on axis 2") as info:
         open_reader("random", [spec])
     assert "--shape x=SIZE,3,SIZE,SIZE" in info.value.hint
+
+
+def test_library_callers_get_config_errors_for_bad_sizes_and_names():
+    from qconv.config import QuantFormat, QuantizeConfig
+    from qconv.data import input_specs, open_reader
+    from qconv.errors import ConfigError
+
+    assert QuantizeConfig(format="qoperator").format is QuantFormat.QOPERATOR
+    with pytest.raises(ConfigError, match="format='bogus' is invalid"):
+        QuantizeConfig(format="bogus")
+    with pytest.raises(ConfigError, match="calibration='nonsense' is invalid"):
+        QuantizeConfig(calibration="nonsense")
+    model = onnx.load(SAMPLES / "digits_cnn.onnx")
+    for batch_size in (0, -1):
+        with pytest.raises(ConfigError, match="batch_size"):
+            open_reader(SAMPLES / "digits_cnn_calib.npz", input_specs(model), batch_size)

@@ -298,3 +298,30 @@ def test_short_names_keep_the_specific_end():
     name = "/features/features.3/body/body.1/body.1.0/Conv_output_0"
     assert charts.short_name(name) == "body.1.0/Conv"
     assert charts.short_name("x" * 50, limit=10) == "…" + "x" * 9
+
+
+def test_markdown_quotes_node_names_so_they_cannot_break_a_job_summary():
+    from qconv.report.markdown import _code, _text
+
+    assert _code("conv") == "`conv`"
+    assert _code("flat`ten") == "``flat`ten``"
+    assert _code("`edge") == "`` `edge ``"
+    assert _text("kept float with a</td><b>x</b> & y") == (
+        "kept float with a&lt;/td&gt;&lt;b&gt;x&lt;/b&gt; &amp; y"
+    )
+
+
+def test_an_output_the_int8_model_no_longer_tracks_gets_a_warning():
+    from qconv.evaluate import Evaluation, OutputFidelity
+    from qconv.report.build import _fidelity_notes
+
+    evaluation = Evaluation(
+        samples=10,
+        outputs=[OutputFidelity("logits", 0.546, 0.7, 3.0), OutputFidelity("aux", 0.99, 20, 0.1)],
+        top1_agreement=None,
+        float_accuracy=None,
+        int8_accuracy=None,
+    )
+    notes = _fidelity_notes(evaluation)
+    assert len(notes) == 1
+    assert notes[0].startswith("LOW FIDELITY: output 'logits' has cosine 0.546")

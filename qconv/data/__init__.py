@@ -129,6 +129,10 @@ def open_reader(
     (``test_data_set_*/input_*.pb``); a folder of images (needs ``preprocess``, and labels
     come from class sub-folders); or ``random``/``random:uniform`` for made-up data.
     """
+    if batch_size < 1 or (samples is not None and samples < 1):
+        raise ConfigError(
+            f"batch_size={batch_size}, samples={samples} is invalid", "give 1 or more of each"
+        )
     _check_shapes(shapes or {}, specs)
     if str(path).split(":")[0] == RANDOM_PREFIX:
         from qconv.data.synthetic import RandomReader

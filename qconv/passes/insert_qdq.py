@@ -233,7 +233,9 @@ class InsertQDQPass(ir.passes.InPlacePass):
             _tighter(before_low, low, max),
             _tighter(before_high, high, min),
         )
+        original = value.producer().name
         dequantized = self._read_integers(value, clip.outputs[0], qp)
+        clip.name = original or clip.name  # the report names the Relu/Clip it replaces
         self.offsets[dequantized] = self._offsets[value]
 
     def _read_integers(self, value: ir.Value, integers: ir.Value, qp: QuantParams) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import html
+import re
+
 from qconv.report.model import Report
 
 
@@ -24,6 +27,19 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _code(name: str) -> str:
+    """``name`` as a code span, whatever backticks it holds (its HTML is then inert)."""
+    longest = max((len(run) for run in re.findall(r"`+", name)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if name.startswith("`") or name.endswith("`") else ""
+    return f"{fence}{pad}{name}{pad}{fence}"
+
+
+def _text(text: str) -> str:
+    """Free text that may quote node names: HTML-significant characters become entities."""
+    return html.escape(text, quote=False)
 
 
 def _summary(report: Report) -> str:
@@ -63,7 +79,7 @@ def _summary(report: Report) -> str:
         )
     for gate in report.gates:
         value = "-" if gate.value is None else f"{gate.value:.4g}"
-        verdict = "pass" if gate.passed else f"**FAIL** ({gate.detail})"
+        verdict = "pass" if gate.passed else f"**FAIL** ({_text(gate.detail)})"
         rows.append([f"gate `{gate.name}`", f"{value} vs {gate.threshold:g}: {verdict}"])
     return "## qconv report\n\n" + _table(["", ""], rows)
 
@@ -90,7 +106,7 @@ def _worst(report: Report) -> str:
     if not worst:
         return ""
     rows = [
-        [f"`{t.tensor}`", f"{t.sqnr_db:.1f}", f"[{t.chosen[0]:.4g}, {t.chosen[1]:.4g}]", t.method]
+        [_code(t.tensor), f"{t.sqnr_db:.1f}", f"[{t.chosen[0]:.4g}, {t.chosen[1]:.4g}]", t.method]
         for t in worst
     ]
     header = ["tensor", "SQNR dB", "range", "method"]
@@ -103,7 +119,7 @@ def _sensitivity(report: Report) -> str:
         return ""
     rows = [
         [
-            f"`{s.node}`",
+            _code(s.node),
             s.op_type,
             f"{s.alone_sqnr_db:.1f}",
             f"{s.without_sqnr_db:.1f}",
@@ -142,7 +158,7 @@ def _nodes(report: Report) -> str:
     if not report.nodes:
         return ""
     rows = [
-        [f"`{n.node}`", n.op_type, "yes" if n.quantized else "no", n.reason, n.detail]
+        [_code(n.node), n.op_type, "yes" if n.quantized else "no", n.reason, _text(n.detail)]
         for n in report.nodes
     ]
     return "### Nodes\n\n" + _table(["node", "op", "quantized", "reason", "detail"], rows)
@@ -152,7 +168,12 @@ def _rewrites(report: Report) -> str:
     if not report.rewrites:
         return ""
     rows = [
-        [r.pass_name, ", ".join(f"`{n}`" for n in r.nodes), "yes" if r.applied else "no", r.detail]
+        [
+            r.pass_name,
+            ", ".join(_code(n) for n in r.nodes),
+            "yes" if r.applied else "no",
+            _text(r.detail),
+        ]
         for r in report.rewrites
     ]
     return "### Float-graph rewrites\n\n" + _table(["pass", "nodes", "applied", "detail"], rows)
@@ -161,4 +182,4 @@ def _rewrites(report: Report) -> str:
 def _notes(report: Report) -> str:
     if not report.notes:
         return ""
-    return "### Notes\n\n" + "\n".join(f"- {n}" for n in report.notes)
+    return "### Notes\n\n" + "\n".join(f"- {_text(n)}" for n in report.notes)

@@ -59,6 +59,7 @@ def feeds(count: int) -> list[dict[str, np.ndarray]]:
 
 def quantized(fmt: QuantFormat = QuantFormat.QDQ):
     model = hard_swish_model()
+    next(n for n in model.graph.node if n.op_type == "Clip").name = "hard_clip"  # kept by qconv
     return model, quantize_model(
         model, Batches(feeds(16)), QuantizeConfig(format=fmt, float_stem=False)
     )
@@ -72,6 +73,7 @@ def test_add_and_div_by_constants_become_parameters_and_the_outputs_stay_close()
     assert reasons["Div"] is Reason.SCALE_FOLDED
     ops = Counter(n.op_type for n in result.model.graph.node)
     assert ops["Div"] == 0 and ops["Add"] == 0 and ops["Clip"] == 1
+    assert [n.name for n in result.model.graph.node if n.op_type == "Clip"] == ["hard_clip"]
     assert ops["Conv"] == 2 and ops["Mul"] == 1
     # x, c, the product h and y: the Add, Clip and Div need no pair of their own.
     assert ops["QuantizeLinear"] == 4
