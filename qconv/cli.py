@@ -233,7 +233,8 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: Path | None
     "exclude_from",
     multiple=True,
     metavar="REPORT.json[:worst=N]",
-    help="Keep float the layers a report's sensitivity analysis names (the N worst).",
+    help="Keep float the layers a report's sensitivity analysis names: the N worst, or "
+    "without :worst every layer whose float version gains at least 1 dB of output SQNR.",
 )
 @click.option("--analyze", is_flag=True, help="Add a per-layer sensitivity analysis to the report.")
 @click.option(

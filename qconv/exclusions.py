@@ -29,10 +29,15 @@ def _worst(option: str, spec: str) -> int | None:
     if not option:
         return None
     key, _, value = option.partition("=")
-    if key != "worst" or not value.isdigit() or int(value) < 1:
+    if key != "worst":
         raise ConfigError(
             f"--exclude-from {spec}: unknown option {option!r}",
             "write it as report.json or report.json:worst=3",
+        )
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(
+            f"--exclude-from {spec}: worst={value} is not a count of layers",
+            "give worst=1 or more",
         )
     return int(value)
 
