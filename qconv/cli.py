@@ -480,6 +480,8 @@ def compare(
 @click.option("--threads", type=int)
 @click.option("--report", "reports", multiple=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@click.option("-v", "--verbose", count=True, help="More detail (every layer, per-node table).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
 @_handle_errors
 def analyze(
     model: Path,
@@ -495,6 +497,8 @@ def analyze(
     threads: int | None,
     reports: tuple[Path, ...],
     as_json: bool,
+    verbose: int,
+    quiet: bool,
 ) -> None:
     """Rank MODEL's quantized layers by the output error each one causes (writes no model).
 
@@ -527,7 +531,7 @@ def analyze(
         latency_runs=0,
         analyze=True,
     )
-    console = Console()
+    console = Console(-1 if quiet else verbose)
     with console.progress() as progress:
         report = run_quantize(job, progress)
     _render(console, report, as_json)

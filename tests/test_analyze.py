@@ -75,9 +75,17 @@ def test_exclude_from_a_report_keeps_the_worst_layers_float_and_improves_fidelit
     ]
     analysis = runner.invoke(
         main,
-        ["analyze", str(SAMPLES / f"{NAME}.onnx"), *common, "--report", str(tmp_path / "a.json")],
+        [
+            "analyze",
+            str(SAMPLES / f"{NAME}.onnx"),
+            *common,
+            "--report",
+            str(tmp_path / "a.json"),
+            "-q",
+        ],
     )
     assert analysis.exit_code == 0, analysis.output
+    assert analysis.stdout == ""  # -q: the report file only
     report = json.loads((tmp_path / "a.json").read_text())
     assert report["model"]["output_path"] is None
     worst = [layer["node"] for layer in report["sensitivity"]["layers"][:2]]
