@@ -6,7 +6,6 @@ Exit codes: 0 success; 1 internal error (traceback with --debug); 2 bad usage or
 from __future__ import annotations
 
 import functools
-import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -28,7 +27,7 @@ def _handle_errors(command: Callable) -> Callable:
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from qconv.console import PIPE_CLOSED, Console
+        from qconv.console import Console, exit_closed_pipe
         from qconv.errors import QconvError
 
         ctx = click.get_current_context()
@@ -47,8 +46,7 @@ def _handle_errors(command: Callable) -> Callable:
             console.error("interrupted; no output was written")
             sys.exit(130)
         except BrokenPipeError:  # stdout closed early (| head): the files are written
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(PIPE_CLOSED)
+            exit_closed_pipe()
         except Exception as exc:  # a bug: say so, with a traceback on request
             console.error(f"internal error: {type(exc).__name__}: {exc}")
             if debug:

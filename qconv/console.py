@@ -23,7 +23,8 @@ from qconv.report.model import Report
 PIPE_CLOSED = 141
 
 
-def _closed_pipe() -> None:
+def exit_closed_pipe() -> None:
+    """Exit with PIPE_CLOSED, stdout pointed at /dev/null so no later flush fails again."""
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     raise SystemExit(PIPE_CLOSED)
 
@@ -34,7 +35,7 @@ class Console:
     def __init__(self, verbosity: int = 0) -> None:
         self.verbosity = verbosity
         self.out = RichConsole(highlight=False, soft_wrap=False)
-        self.out.on_broken_pipe = _closed_pipe  # type: ignore[method-assign]
+        self.out.on_broken_pipe = exit_closed_pipe  # type: ignore[method-assign]
         self.err = RichConsole(stderr=True, highlight=False)
 
     @property

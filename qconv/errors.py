@@ -8,6 +8,16 @@ them to exit codes; anything else is a bug and exits 1 with a traceback under ``
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first line of ``exc``'s message (at most ``limit`` characters), or its type name.
+
+    Libraries (onnx, onnxruntime) put a whole report in one exception; a qconv error quotes
+    only its first line.
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 class QconvError(Exception):
     """Base of all deliberate qconv errors.
 

@@ -177,8 +177,12 @@ def _quantize_and_report(
 
 
 def _inputs(job: QuantizeJob, external_files: list[Path]) -> list[Path]:
-    data = [path for path in (job.data.calib, job.data.eval) if isinstance(path, Path)]
-    return [job.model, *external_files, *data]
+    return [job.model, *external_files, *_data_paths(job.data.calib, job.data.eval)]
+
+
+def _data_paths(*locations: Path | str | None) -> list[Path]:
+    """The data locations that are files or folders (not ``random`` or absent)."""
+    return [location for location in locations if isinstance(location, Path)]
 
 
 def _outputs(job: QuantizeJob) -> list[tuple[str, Path]]:
@@ -338,7 +342,7 @@ def run_compare(job: CompareJob, progress: Progress | None = None) -> Report:
     progress = progress or SilentProgress()
     check_report_paths(list(job.reports))
     check_paths(
-        [job.float_model, job.int8_model, *[p for p in (job.data.eval,) if isinstance(p, Path)]],
+        [job.float_model, job.int8_model, *_data_paths(job.data.eval)],
         [("--report", path) for path in job.reports],
     )
     float_model, int8_model = load_proto(job.float_model), load_proto(job.int8_model)

@@ -21,7 +21,7 @@ import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
-from qconv.errors import ModelError, OutputError
+from qconv.errors import ModelError, OutputError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def load_proto_and_files(path: Path) -> tuple[onnx.ModelProto, list[Path]]:
         proto = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeError, ValueError) as exc:
         raise ModelError(
-            f"{path} is not a readable ONNX model ({_first_line(exc)})",
+            f"{path} is not a readable ONNX model ({first_line(exc)})",
             "the file may be truncated or not an .onnx file; re-export it",
         ) from exc
     files = _load_external_data(proto, path)
@@ -77,7 +77,7 @@ def _load_external_data(proto: onnx.ModelProto, path: Path) -> list[Path]:
             load_external_data_for_model(proto, str(path.parent))
         except (OSError, ValueError) as exc:
             raise ModelError(
-                f"the external data of {path} cannot be read ({_first_line(exc)})",
+                f"the external data of {path} cannot be read ({first_line(exc)})",
                 "the .data file may be truncated or belong to another export; re-export it",
             ) from exc
     return list(files)
@@ -126,14 +126,9 @@ def _check(proto: onnx.ModelProto, path: Path) -> None:
             onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as exc:
         raise ModelError(
-            f"{path} fails the ONNX checker: {_first_line(exc)}",
+            f"{path} fails the ONNX checker: {first_line(exc)}",
             "fix or re-export the model; qconv only converts valid models",
         ) from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def check_paths(inputs: Sequence[Path], outputs: Sequence[tuple[str, Path]]) -> None:
@@ -174,11 +169,6 @@ def _check_writable_location(flag: str, output: Path) -> None:
             f"{flag}: folder {output.parent} does not exist",
             "create it first or choose another path",
         )
-
-
-def check_output_path(output: Path, input_path: Path) -> None:
-    """Refuse to write the model over its input, into a missing folder, or onto a directory."""
-    check_paths([input_path], [("-o", output)])
 
 
 def save_model(model: ir.Model | onnx.ModelProto, output: Path) -> onnx.ModelProto:

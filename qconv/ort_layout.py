@@ -65,11 +65,6 @@ def runtime_findings(qdq_model: onnx.ModelProto) -> RuntimeFindings:
     )
 
 
-def channels_first_8bit_pools(qdq_model: onnx.ModelProto) -> list[str]:
-    """Names of ``qdq_model``'s MaxPool nodes onnxruntime runs as a plain 8-bit MaxPool."""
-    return runtime_findings(qdq_model).channels_first_pools
-
-
 def _channels_first_pools(qdq_model: onnx.ModelProto, optimized: onnx.ModelProto) -> list[str]:
     integers = {
         node.output[0] for node in all_nodes(qdq_model.graph) if node.op_type == "QuantizeLinear"

@@ -13,7 +13,7 @@ from pathlib import Path
 import onnx
 import onnxruntime as ort
 
-from qconv.errors import ModelError
+from qconv.errors import ModelError, first_line
 
 log = logging.getLogger(__name__)
 # onnxruntime's own log lines (coloured, on stderr) would precede qconv's one-line errors.
@@ -87,16 +87,11 @@ def create_session(
     except Exception as exc:  # onnxruntime raises several types for a graph it cannot run
         if any(marker in str(exc) for marker in UNKNOWN_OP_MARKERS):
             raise ModelError(
-                f"onnxruntime cannot run an op of this model: {_first_line(exc)}",
+                f"onnxruntime cannot run an op of this model: {first_line(exc, 300)}",
                 "qconv runs the model to calibrate it: use ops that onnxruntime or "
                 "onnxruntime-extensions implement",
             ) from exc
         raise
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def optimized_model(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -11,7 +11,6 @@ from onnx import helper, numpy_helper
 from qconv.errors import ModelError, OutputError
 from qconv.model_io import (
     StagedOutputs,
-    check_output_path,
     check_paths,
     load_proto,
     save_model,
@@ -91,7 +90,7 @@ def test_output_checks(tmp_path):
     model = tmp_path / "m.onnx"
     model.write_bytes(b"")
     with pytest.raises(OutputError, match="is an input of this run"):
-        check_output_path(model, model)
+        check_paths([model], [("-o", model)])
     data, weights = tmp_path / "calib.npz", tmp_path / "m.onnx.data"
     with pytest.raises(OutputError, match=r"--calib-cache .*calib\.npz is an input"):
         check_paths([model, weights, data], [("-o", tmp_path / "o.onnx"), ("--calib-cache", data)])
@@ -102,9 +101,9 @@ def test_output_checks(tmp_path):
     with pytest.raises(OutputError, match=r"--report: folder .*no does not exist"):
         check_paths([model], [("--report", tmp_path / "no" / "r.json")])
     with pytest.raises(OutputError, match="does not exist"):
-        check_output_path(tmp_path / "no" / "out.onnx", model)
+        check_paths([model], [("-o", tmp_path / "no" / "out.onnx")])
     with pytest.raises(OutputError, match="directory"):
-        check_output_path(tmp_path, model)
+        check_paths([model], [("-o", tmp_path)])
 
 
 def test_large_model_is_saved_with_external_data_beside_it(tmp_path, monkeypatch):

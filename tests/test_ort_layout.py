@@ -7,7 +7,7 @@ from onnx import numpy_helper
 from qconv.config import QuantizeConfig
 from qconv.data import input_specs, open_reader
 from qconv.decisions import Reason
-from qconv.ort_layout import EIGHT_BIT_POOL_NOTE, UNFUSED_NOTE, channels_first_8bit_pools
+from qconv.ort_layout import EIGHT_BIT_POOL_NOTE, UNFUSED_NOTE, runtime_findings
 from qconv.qparams import sqnr_db
 from qconv.quantize import quantize_model
 from tests.graphs import make_model, rng, run
@@ -57,10 +57,10 @@ def test_a_pool_after_a_split_runs_channels_first_and_one_after_the_conv_does_no
     named = qdq_model(HARD_SWISH_LIKE)
     pool = next(node for node in named.graph.node if node.op_type == "MaxPool")
     pool.name = "the_pool"
-    assert channels_first_8bit_pools(named) == ["the_pool"]
+    assert runtime_findings(named).channels_first_pools == ["the_pool"]
     direct = qdq_model("md = Identity (cd)")
     next(node for node in direct.graph.node if node.op_type == "MaxPool").name = "the_pool"
-    assert channels_first_8bit_pools(direct) == []
+    assert runtime_findings(direct).channels_first_pools == []
 
 
 FLOAT_TEXT = """
@@ -109,7 +109,7 @@ def test_a_pool_onnxruntime_would_run_channels_first_gets_its_own_scale(tmp_path
     proto, result, x = quantize("HardSwish", tmp_path)
     pool = next(d for d in result.decisions if d.op_type == "MaxPool")
     assert (pool.reason, pool.detail) == (Reason.QUANTIZED, EIGHT_BIT_POOL_NOTE)
-    assert channels_first_8bit_pools(result.qdq_model) == []
+    assert runtime_findings(result.qdq_model).channels_first_pools == []
     assert pool_scales(result.qdq_model)[0] != pool_scales(result.qdq_model)[1]
     assert sqnr_db(run(proto, {"x": x})[0], run(result.model, {"x": x})[0]) > 25
 
