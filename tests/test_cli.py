@@ -304,6 +304,24 @@ def test_compare_refuses_models_with_different_inputs(workdir, tmp_path):
     assert result.exit_code == 2
 
 
+def test_compare_refuses_models_with_different_outputs(workdir):
+    model = onnx.load(workdir / "digits_cnn.onnx")
+    extra = onnx.helper.make_tensor_value_info(
+        model.graph.node[0].output[0], onnx.TensorProto.FLOAT, ["n", "c", "h", "w"]
+    )
+    model.graph.output.append(extra)
+    onnx.save(model, workdir / "two_outputs.onnx")
+    before = digest(workdir / "two_outputs.onnx")
+    result = invoke(
+        "compare",
+        str(workdir / "digits_cnn.onnx"),
+        str(workdir / "two_outputs.onnx"),
+        *eval_args(workdir),
+    )
+    assert_clean_failure(result, workdir, "has outputs", "compare two versions")
+    assert digest(workdir / "two_outputs.onnx") == before
+
+
 def test_a_model_with_nothing_to_quantize_warns_and_fails_under_strict(workdir):
     import onnx
     from onnx import helper

@@ -61,6 +61,10 @@ def test_external_data_is_loaded_and_a_missing_file_is_named(tmp_path):
     assert (
         numpy_helper.to_array(load_proto(tmp_path / "ext.onnx").graph.initializer[0]).sum() == 4096
     )
+    with open(tmp_path / "ext.onnx.data", "r+b") as data:
+        data.truncate(100)
+    with pytest.raises(ModelError, match=r"external data of .*ext\.onnx cannot be read"):
+        load_proto(tmp_path / "ext.onnx")
     os.remove(tmp_path / "ext.onnx.data")
     with pytest.raises(ModelError, match=r"ext\.onnx\.data"):
         load_proto(tmp_path / "ext.onnx")
