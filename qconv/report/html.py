@@ -586,7 +586,7 @@ body { margin: 0; color: var(--fg); background: var(--soft);
 header h1 { margin: 0 0 4px; font-size: 26px; }
 .paths { margin: 0 0 10px; color: var(--muted); overflow-wrap: anywhere; }
 code, .mono { font-family: var(--mono); font-size: 12.5px; }
-td.mono { overflow-wrap: break-word; min-width: 14em; }
+td.mono { overflow-wrap: anywhere; min-width: 14em; }
 h2 { font-size: 19px; margin: 0 0 10px; }
 h3 { font-size: 15px; margin: 18px 0 8px; }
 section { background: var(--bg); border: 1px solid var(--line); border-radius: 8px;
