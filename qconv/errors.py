@@ -61,5 +61,13 @@ class OutputError(InputError):
     """The output cannot be written where the user asked."""
 
 
+def cannot_read(path: object, exc: OSError) -> InputError:
+    """The one-line error for an input the operating system will not let qconv read."""
+    return InputError(
+        f"cannot read {path}: {exc.strerror or first_line(exc)}",
+        "check the path and its permissions",
+    )
+
+
 class VerificationError(QconvError):
     """The model qconv produced failed its own checks: a bug in qconv. Exit code 1."""

@@ -21,7 +21,7 @@ import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
-from qconv.errors import ModelError, OutputError, first_line
+from qconv.errors import ModelError, OutputError, cannot_read, first_line
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +139,12 @@ def check_paths(inputs: Sequence[Path], outputs: Sequence[tuple[str, Path]]) -> 
         outputs: (flag, path) of every file the run writes (-o, --report, --calib-cache).
 
     Raises:
+        InputError: An input exists but cannot be read (permissions).
         OutputError: An output is an input, is given twice, is a directory, or its folder is
             missing.
     """
+    for path in inputs:
+        _check_readable(Path(path))
     read = {Path(path).resolve(): Path(path) for path in inputs}
     written: dict[Path, str] = {}
     for flag, output in outputs:
@@ -159,6 +162,19 @@ def check_paths(inputs: Sequence[Path], outputs: Sequence[tuple[str, Path]]) -> 
             )
         written[where] = flag
         _check_writable_location(flag, Path(output))
+
+
+def _check_readable(path: Path) -> None:
+    """Refuse an input the user may not read, before a reader misreports it as corrupt."""
+    try:
+        if path.is_dir():
+            with os.scandir(path):
+                pass
+        elif path.exists():
+            with open(path, "rb"):
+                pass
+    except OSError as exc:
+        raise cannot_read(path, exc) from exc
 
 
 def _check_writable_location(flag: str, output: Path) -> None:

@@ -4,8 +4,8 @@ import numpy as np
 import onnx
 import pytest
 
-from qconv.data import InputSpec, open_reader
-from qconv.errors import DataError
+from qconv.data import InputSpec, npz, open_reader
+from qconv.errors import DataError, InputError
 from tests.conftest import SAMPLES
 
 IMAGE = InputSpec("x", np.dtype(np.float32), ("N", 1, 4, 4))
@@ -73,6 +73,21 @@ def test_unknown_format_and_unreadable_file(tmp_path):
         open_reader(tmp_path / "d.csv", [IMAGE])
     (tmp_path / "d.npz").write_bytes(b"PK garbage")
     with pytest.raises(DataError, match=r"not a readable \.npz"):
+        open_reader(tmp_path / "d.npz", [IMAGE])
+
+
+def test_a_file_the_system_will_not_read_is_not_called_corrupt(tmp_path, monkeypatch):
+    folder = tmp_path / "test_data_set_0"
+    (folder / "input_0.pb").mkdir(parents=True)  # a real read failure even as root
+    with pytest.raises(InputError, match=r"cannot read .*input_0\.pb: Is a directory"):
+        list(open_reader(tmp_path, [IMAGE]))
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    np.savez(tmp_path / "d.npz", x=np.zeros((1, 1, 4, 4), np.float32))
+    monkeypatch.setattr(npz, "open", denied, raising=False)
+    with pytest.raises(InputError, match=r"cannot read .*d\.npz: Permission denied"):
         open_reader(tmp_path / "d.npz", [IMAGE])
 
 

@@ -8,7 +8,8 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from qconv.errors import ModelError, OutputError
+from qconv import model_io
+from qconv.errors import InputError, ModelError, OutputError
 from qconv.model_io import (
     StagedOutputs,
     check_paths,
@@ -108,6 +109,25 @@ def test_output_checks(tmp_path):
         check_paths([model], [("-o", tmp_path / "no" / "out.onnx")])
     with pytest.raises(OutputError, match="directory"):
         check_paths([model], [("-o", tmp_path)])
+
+
+def test_an_unreadable_input_is_named_before_a_reader_calls_it_corrupt(tmp_path, monkeypatch):
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.ones(3, np.float32))
+    folder = tmp_path / "images"
+    folder.mkdir()
+    check_paths([calib, folder], [])
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    # Tests may run as root, which chmod cannot lock out: fail the reads instead.
+    monkeypatch.setattr(model_io, "open", denied, raising=False)
+    with pytest.raises(InputError, match=r"cannot read .*calib\.npz: Permission denied"):
+        check_paths([calib], [("-o", tmp_path / "o.onnx")])
+    monkeypatch.setattr(model_io.os, "scandir", denied)
+    with pytest.raises(InputError, match=r"cannot read .*images: Permission denied"):
+        check_paths([folder], [])
 
 
 def test_large_model_is_saved_with_external_data_beside_it(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ import numpy as np
 from qconv.data import Feed, InputSpec, subset
 from qconv.data.npz import load_arrays
 from qconv.data.validate import validated
-from qconv.errors import DataError
+from qconv.errors import DataError, cannot_read
 
 SUFFIXES = (".npy", ".npz")
 
@@ -92,4 +92,4 @@ def _load_npy(file: Path) -> np.ndarray:
             "save plain numeric arrays with numpy.save",
         ) from exc
     except OSError as exc:
-        raise DataError(f"{file} is not readable ({exc})", "re-save it") from exc
+        raise cannot_read(file, exc) from exc

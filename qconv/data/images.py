@@ -30,7 +30,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from qconv.data import Feed, InputSpec
 from qconv.data.preprocess import INPUT_NAME, Preprocess, build_preprocess_model
-from qconv.errors import DataError
+from qconv.errors import DataError, cannot_read
 from qconv.runtime import create_session
 
 log = logging.getLogger(__name__)
@@ -231,7 +231,7 @@ def _check_header(file: Path) -> None:
         with file.open("rb") as stream:
             head = stream.read(_HEADER_BYTES)
     except OSError as exc:
-        raise DataError(f"{file} cannot be read ({exc})", "check its permissions") from exc
+        raise cannot_read(file, exc) from exc
     if head.startswith(JPEG_SIGNATURE):
         return
     if not head.startswith(PNG_SIGNATURE):
@@ -252,7 +252,7 @@ def _read(file: Path) -> bytes:
     try:
         return file.read_bytes()
     except OSError as exc:
-        raise DataError(f"{file} cannot be read ({exc})", "check its permissions") from exc
+        raise cannot_read(file, exc) from exc
 
 
 def _classes(root: Path, files: list[Path]) -> list[str] | None:

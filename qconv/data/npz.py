@@ -15,7 +15,7 @@ import numpy as np
 
 from qconv.data import Feed, InputSpec, subset
 from qconv.data.validate import validated
-from qconv.errors import DataError
+from qconv.errors import DataError, cannot_read
 
 
 class NpzReader:
@@ -90,7 +90,12 @@ class NpzReader:
 
 def load_arrays(path: Path) -> dict[str, np.ndarray]:
     """Every array of an ``.npz``, refusing pickles, as one clear DataError on failure."""
-    if not zipfile.is_zipfile(path):
+    try:
+        with open(path, "rb") as handle:
+            is_zip = zipfile.is_zipfile(handle)
+    except OSError as exc:
+        raise cannot_read(path, exc) from exc
+    if not is_zip:
         # np.load would fall back to unpickling anything that is not a zip or .npy file
         raise DataError(f"{path} is not a readable .npz (not a zip archive)", "re-save it")
     try:

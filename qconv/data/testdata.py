@@ -17,7 +17,7 @@ from onnx import numpy_helper
 
 from qconv.data import Feed, InputSpec, subset
 from qconv.data.validate import validated
-from qconv.errors import DataError
+from qconv.errors import DataError, cannot_read
 
 
 def is_test_data_folder(path: Path) -> bool:
@@ -87,6 +87,8 @@ def _read_tensor(file: Path) -> onnx.TensorProto:
     tensor = onnx.TensorProto()
     try:
         tensor.ParseFromString(file.read_bytes())
+    except OSError as exc:
+        raise cannot_read(file, exc) from exc
     except DecodeError as exc:
         raise DataError(f"{file} is not a serialized TensorProto", "re-export the data") from exc
     return tensor
