@@ -72,10 +72,12 @@ def _load_external_data(proto: onnx.ModelProto, path: Path) -> list[Path]:
                 f"put it next to {path.name}",
             )
         files[path.parent / location] = None
+    for file in files:
+        _check_readable(file)
     if tensors:
         try:
             load_external_data_for_model(proto, str(path.parent))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, onnx.checker.ValidationError) as exc:
             raise ModelError(
                 f"the external data of {path} cannot be read ({first_line(exc)})",
                 "the .data file may be truncated or belong to another export; re-export it",

@@ -51,7 +51,11 @@ def test_checker_failure_is_a_model_error(tmp_path):
         load_proto(tmp_path / "bad.onnx")
 
 
-def test_external_data_is_loaded_and_a_missing_file_is_named(tmp_path):
+def _denied(path, *args, **kwargs):
+    raise PermissionError(13, "Permission denied", str(path))
+
+
+def test_external_data_is_loaded_and_a_missing_file_is_named(tmp_path, monkeypatch):
     onnx.save(
         tiny_model(),
         tmp_path / "ext.onnx",
@@ -62,6 +66,10 @@ def test_external_data_is_loaded_and_a_missing_file_is_named(tmp_path):
     assert (
         numpy_helper.to_array(load_proto(tmp_path / "ext.onnx").graph.initializer[0]).sum() == 4096
     )
+    with monkeypatch.context() as patch:  # as a non-root user with the .data file chmod 000
+        patch.setattr(model_io, "open", _denied, raising=False)
+        with pytest.raises(InputError, match=r"cannot read .*ext\.onnx\.data: Permission denied"):
+            load_proto(tmp_path / "ext.onnx")
     with open(tmp_path / "ext.onnx.data", "r+b") as data:
         data.truncate(100)
     with pytest.raises(ModelError, match=r"external data of .*ext\.onnx cannot be read"):
@@ -118,14 +126,11 @@ def test_an_unreadable_input_is_named_before_a_reader_calls_it_corrupt(tmp_path,
     folder.mkdir()
     check_paths([calib, folder], [])
 
-    def denied(path, *args, **kwargs):
-        raise PermissionError(13, "Permission denied", str(path))
-
     # Tests may run as root, which chmod cannot lock out: fail the reads instead.
-    monkeypatch.setattr(model_io, "open", denied, raising=False)
+    monkeypatch.setattr(model_io, "open", _denied, raising=False)
     with pytest.raises(InputError, match=r"cannot read .*calib\.npz: Permission denied"):
         check_paths([calib], [("-o", tmp_path / "o.onnx")])
-    monkeypatch.setattr(model_io.os, "scandir", denied)
+    monkeypatch.setattr(model_io.os, "scandir", _denied)
     with pytest.raises(InputError, match=r"cannot read .*images: Permission denied"):
         check_paths([folder], [])
 
