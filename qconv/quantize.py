@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import onnx
 import onnx_ir as ir
 
+from qconv import equivalence
 from qconv.calibrate.cache import CalibrationCache, model_key
 from qconv.calibrate.collect import (
     DEFAULT_EXPOSED_MEMORY,
@@ -32,7 +33,7 @@ from qconv.config import QuantFormat, QuantizeConfig
 from qconv.data import DataReader
 from qconv.decisions import DecisionLog, NodeDecision, Reason
 from qconv.errors import ConfigError, VerificationError
-from qconv.model_io import all_nodes
+from qconv.model_io import all_nodes, default_opset
 from qconv.ort_layout import EIGHT_BIT_POOL_NOTE, UNFUSED_NOTE, runtime_findings
 from qconv.passes import prepare
 from qconv.passes._graph import Namer
@@ -117,8 +118,7 @@ def quantize_model(
         VerificationError: The produced model failed onnx.checker or onnxruntime loading.
     """
     check_exclusions(float_model, config.exclude)
-    decisions = DecisionLog()
-    model = prepare(ir.from_proto(float_model), config, decisions)
+    model, decisions = _prepare_checked(float_model, config, calibration, threads)
     prepared = ir.to_proto(model)
     plan = make_plan(model, config)
     for note in plan.notes:
@@ -176,6 +176,61 @@ def quantize_model(
         rescaled=rewrite.rescaled,
         offsets=rewrite.offsets,
     )
+
+
+def _prepare_checked(
+    float_model: onnx.ModelProto,
+    config: QuantizeConfig,
+    calibration: DataReader,
+    threads: int | None,
+) -> tuple[ir.Model, DecisionLog]:
+    """The prepared float model, checked to compute the original's outputs on a calibration
+    batch (see :mod:`qconv.equivalence`).
+
+    When it does not, preparation is repeated with less: without the conversion to opset 13
+    (weights are then per tensor), then also without the rewrites that ``--no-fuse`` skips;
+    a note says what was dropped and why.
+
+    Raises:
+        VerificationError: Even the least preparation changes the outputs (a qconv bug).
+    """
+    feed = next(iter(calibration))
+    expected = equivalence.reference(float_model, feed, threads)
+
+    def attempt(attempt_config: QuantizeConfig, upgrade: bool) -> tuple[ir.Model, DecisionLog, str]:
+        decisions = DecisionLog()
+        model = prepare(ir.from_proto(float_model), attempt_config, decisions, upgrade)
+        if expected is None:
+            return model, decisions, ""
+        outputs = equivalence.run(ir.to_proto(model), feed, threads)
+        return model, decisions, equivalence.mismatch(expected, outputs) or ""
+
+    model, decisions, problem = attempt(config, upgrade=True)
+    if expected is None:
+        decisions.note("preparation not checked: the model's outputs vary between runs")
+    if not problem:
+        return model, decisions
+    opset = default_opset(float_model)
+    converted = model.opset_imports.get("", opset) != opset
+    if converted:
+        model, decisions, still = attempt(config, upgrade=False)
+        if not still:
+            decisions.note(
+                f"opset {opset} kept, weights per tensor: the conversion to opset 13 changed "
+                f"the model's outputs on a calibration batch ({problem})"
+            )
+            return model, decisions
+    model, decisions, still = attempt(replace(config, fuse=False), upgrade=False)
+    if still:
+        raise VerificationError(
+            "the prepared float model computes other outputs than the original even without "
+            f"the opset conversion and the rewrites ({still}): a qconv bug, please report it"
+        )
+    decisions.note(
+        "prepared as with --no-fuse: the float-graph rewrites changed the model's outputs on a "
+        f"calibration batch ({problem}); a qconv bug, please report it"
+    )
+    return model, decisions
 
 
 def keep_float_if_larger(result: QuantizationResult, float_model: onnx.ModelProto) -> bool:

@@ -36,10 +36,15 @@ from qconv.passes.upgrade_opset import UpgradeOpsetPass
 log = logging.getLogger(__name__)
 
 
-def prepare(model: ir.Model, config: QuantizeConfig, decisions: DecisionLog) -> ir.Model:
-    """Run the float-graph preparation passes and return the prepared model."""
+def prepare(
+    model: ir.Model, config: QuantizeConfig, decisions: DecisionLog, upgrade_opset: bool = True
+) -> ir.Model:
+    """Run the float-graph preparation passes and return the prepared model.
+
+    ``upgrade_opset=False`` keeps a model below opset 13 at its opset (weights per tensor).
+    """
     passes: list[ir.passes.PassBase] = []
-    if not isinstance(config.weight_granularity, PerTensor):
+    if upgrade_opset and not isinstance(config.weight_granularity, PerTensor):
         passes.append(UpgradeOpsetPass(decisions))
     passes += [
         RemoveIdentityPass(decisions),

@@ -6,7 +6,11 @@ models whose channels differ in range (depthwise convolutions above all). Export
 Paddle2ONNX still write opset 11 and 12.
 
 The conversion is ONNX's own version converter: it rewrites the ops whose signature changed
-(Softmax's axis semantics, Split/Squeeze/Unsqueeze/ReduceSum taking axes as inputs, ...).
+(Softmax's axis semantics, Split/Squeeze/Unsqueeze/ReduceSum taking axes as inputs, ...). Its
+opset 10 -> 11 Resize adapter leaves the new attributes at their defaults, which sample other
+points (half-pixel coordinates, nearest rounded rather than floored), so this pass writes the
+values that reproduce opset 10. Whatever else the converter gets wrong,
+:func:`qconv.quantize.quantize_model` catches by comparing outputs before and after preparation.
 
 Guarantees: the converted model computes the same outputs; input and output names are kept.
 When the converter fails (custom ops it cannot type, unsupported adapters) the model is left
@@ -20,6 +24,7 @@ import onnx_ir as ir
 from onnx import version_converter
 
 from qconv.decisions import DecisionLog
+from qconv.model_io import all_nodes
 
 PASS = "upgrade_opset"
 PER_CHANNEL_OPSET = 13
@@ -38,6 +43,8 @@ class UpgradeOpsetPass(ir.passes.InPlacePass):
             return ir.passes.PassResult(model, False)
         try:
             converted = version_converter.convert_version(ir.to_proto(model), PER_CHANNEL_OPSET)
+            if opset == 10:
+                _keep_opset_10_resize(converted.graph)
             onnx.checker.check_model(converted)
         except Exception as exc:  # the converter raises several types; keep the model as is
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -49,3 +56,26 @@ class UpgradeOpsetPass(ir.passes.InPlacePass):
         model.graph = upgraded.graph  # the opset imports belong to the graph
         model.ir_version = upgraded.ir_version
         return ir.passes.PassResult(model, True)
+
+
+def _keep_opset_10_resize(graph: onnx.GraphProto) -> None:
+    """Give every Resize from opset 10 the sampling it had there (onnxruntime's reading of it):
+    asymmetric coordinates; for nearest, the floor of the source coordinate when upsampling
+    and its ceiling when downsampling."""
+    constants = {tensor.name: tensor for tensor in graph.initializer}
+    for node in all_nodes(graph):
+        if node.op_type != "Resize" or node.domain not in ("", "ai.onnx"):
+            continue
+        attributes = {attribute.name: attribute for attribute in node.attribute}
+        if "coordinate_transformation_mode" not in attributes:
+            _set(node, "coordinate_transformation_mode", "asymmetric")
+        mode = attributes.get("mode")  # nearest by default
+        nearest = mode is None or onnx.helper.get_attribute_value(mode) == b"nearest"
+        if nearest and "nearest_mode" not in attributes:
+            scales = constants.get(node.input[2]) if len(node.input) > 2 else None
+            down = scales is not None and bool((onnx.numpy_helper.to_array(scales) < 1).any())
+            _set(node, "nearest_mode", "ceil" if down else "floor")
+
+
+def _set(node: onnx.NodeProto, name: str, value: str) -> None:
+    node.attribute.append(onnx.helper.make_attribute(name, value))

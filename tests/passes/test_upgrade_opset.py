@@ -38,3 +38,27 @@ def test_opset_13_graph_is_left_alone():
     )
     _, modified = apply(UpgradeOpsetPass(), model)
     assert not modified
+
+
+RESIZE_10 = """
+<ir_version: 5, opset_import: ["" : 10]>
+g (float[1, 2, 5, 5] x)
+    => (float[1, 2, 10, 10] linear, float[1, 2, 15, 15] up, float[1, 2, 3, 3] down) {
+    linear = Resize <mode = "linear"> (x, Twice)
+    up = Resize (x, Thrice)
+    down = Resize <mode = "nearest"> (x, Smaller)
+}
+"""
+
+
+def test_opset_10_resize_keeps_its_sampling_grid():
+    # ONNX's converter leaves opset 11's defaults, which sample other points than opset 10.
+    scales = {"Twice": np.array([1, 1, 2, 2], np.float32)}
+    scales["Thrice"] = np.array([1, 1, 3, 3], np.float32)
+    scales["Smaller"] = np.array([1, 1, 0.6, 0.6], np.float32)
+    model = make_model(RESIZE_10, scales)
+    converted, modified = apply(UpgradeOpsetPass(), model)
+    assert modified
+    feed = {"x": rng().normal(0, 1, (1, 2, 5, 5)).astype(np.float32)}
+    for before, after in zip(run(model, feed), run(converted, feed), strict=True):
+        np.testing.assert_allclose(before, after, rtol=1e-6, atol=1e-6)
