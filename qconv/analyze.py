@@ -285,6 +285,7 @@ def _remove_unread(graph: onnx.GraphProto) -> None:
         for node in unread:
             graph.node.remove(node)
     read = {name for node in graph.node for name in node.input} | _subgraph_reads(graph)
+    read |= {o.name for o in graph.output}  # an initializer can be a graph output
     kept = [t for t in graph.initializer if t.name in read]
     del graph.initializer[:]
     graph.initializer.extend(kept)

@@ -28,7 +28,7 @@ def _handle_errors(command: Callable) -> Callable:
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         from qconv.console import Console, exit_closed_pipe
-        from qconv.errors import QconvError
+        from qconv.errors import QconvError, first_line
 
         ctx = click.get_current_context()
         debug = ctx.find_root().params.get("debug", False)
@@ -48,7 +48,7 @@ def _handle_errors(command: Callable) -> Callable:
         except BrokenPipeError:  # stdout closed early (| head): the files are written
             exit_closed_pipe()
         except Exception as exc:  # a bug: say so, with a traceback on request
-            console.error(f"internal error: {type(exc).__name__}: {exc}")
+            console.error(f"internal error: {type(exc).__name__}: {first_line(exc, 500)}")
             if debug:
                 traceback.print_exc()
             else:

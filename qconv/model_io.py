@@ -62,10 +62,16 @@ def load_proto_and_files(path: Path) -> tuple[onnx.ModelProto, list[Path]]:
 def _load_external_data(proto: onnx.ModelProto, path: Path) -> list[Path]:
     from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
-    tensors = [t for t in _all_initializers(proto) if uses_external_data(t)]
+    tensors = [t for t in _all_tensors(proto.graph) if uses_external_data(t)]
     files: dict[Path, None] = {}
     for tensor in tensors:
         location = dict((e.key, e.value) for e in tensor.external_data).get("location", "")
+        if not (path.parent / location).resolve().is_relative_to(path.parent.resolve()):
+            raise ModelError(
+                f"external data file {location} of tensor {tensor.name!r} is outside the "
+                f"folder of {path}, which onnx refuses to read",
+                "move the file next to the model and re-save the model with that location",
+            )
         if not (path.parent / location).is_file():
             raise ModelError(
                 f"external data file {path.parent / location} of tensor {tensor.name!r} is missing",
@@ -85,8 +91,18 @@ def _load_external_data(proto: onnx.ModelProto, path: Path) -> list[Path]:
     return list(files)
 
 
-def _all_initializers(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
-    return list(proto.graph.initializer)
+def _all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Initializers and tensor attributes (Constant values, ...) of ``graph`` and subgraphs."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _all_tensors(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _all_tensors(subgraph)
 
 
 def all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:

@@ -134,3 +134,25 @@ def test_exclude_from_a_report_without_sensitivity_is_a_usage_error(tmp_path):
     )
     assert result.exit_code == 2
     assert "no sensitivity analysis" in result.stderr
+
+
+def test_a_constant_graph_output_survives_the_switchable_model(tmp_path):
+    from tests.graphs import make_model, rng
+
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 16] x) => (float[N, 16] y, float[4] table) {
+        h = MatMul (x, W1)
+        r = Relu (h)
+        y = MatMul (r, W2)
+        table = Identity (T)
+    }
+    """
+    weights = {f"W{k}": rng().normal(0, 1, (16, 16)).astype(np.float32) for k in (1, 2)}
+    model = make_model(text, {**weights, "T": np.arange(4, dtype=np.float32)})
+    np.savez(tmp_path / "x.npz", x=rng().normal(0, 1, (32, 16)).astype(np.float32))
+    reader = open_reader(tmp_path / "x.npz", input_specs(model), 8)
+    result = quantize_model(model, reader, QuantizeConfig())
+    analysis = analyze(result.prepared, result, reader, max_samples=16)
+    assert [layer.op_type for layer in analysis.layers] == ["MatMul", "MatMul"]
+    assert analysis.full_sqnr_db > 20

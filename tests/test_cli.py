@@ -393,6 +393,21 @@ def test_a_run_interrupted_after_the_model_is_staged_replaces_no_earlier_output(
     assert not [p for p in workdir.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_a_bug_is_one_line_exit_1_and_a_pointer_to_the_traceback(workdir, monkeypatch):
+    def bug(*args, **kwargs):
+        raise RuntimeError("something broke\n\nwith a long explanation")
+
+    monkeypatch.setattr("qconv.job.evaluate", bug)
+    result = invoke(*quantize_args(workdir))
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [
+        "error: internal error: RuntimeError: something broke",
+        "run again as `qconv --debug ...` for a traceback",
+    ]
+    assert not (workdir / "out.onnx").exists()
+
+
 def test_an_output_that_is_an_input_or_another_output_is_refused(workdir):
     calib = workdir / "digits_cnn_calib.npz"
     before = digest(calib)

@@ -173,3 +173,43 @@ def test_written_files_get_the_umask_mode_or_keep_their_own(tmp_path):
         os.umask(previous)
     assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644
     assert kept.stat().st_mode & 0o777 == 0o640
+
+
+def _external(name: str, array: np.ndarray, location: str) -> onnx.TensorProto:
+    tensor = numpy_helper.from_array(array, name)
+    tensor.ClearField("raw_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", str(array.nbytes))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    return tensor
+
+
+def test_external_data_of_a_constant_node_is_loaded(tmp_path):
+    weight = np.arange(16, dtype=np.float32).reshape(4, 4)
+    weight.tofile(tmp_path / "w.bin")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["w"], value=_external("w", weight, "w.bin")),
+            helper.make_node("MatMul", ["x", "w"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])],
+    )
+    onnx.save(helper.make_model(graph), tmp_path / "m.onnx")
+    loaded = load_proto(tmp_path / "m.onnx")
+    np.testing.assert_array_equal(
+        numpy_helper.to_array(loaded.graph.node[0].attribute[0].t), weight
+    )
+
+
+def test_external_data_outside_the_models_folder_is_named(tmp_path):
+    (tmp_path / "model").mkdir()
+    weight = np.ones((64, 64), np.float32)
+    weight.tofile(tmp_path / "w.bin")
+    model = tiny_model()
+    model.graph.initializer[0].CopyFrom(_external("w", weight, "../w.bin"))
+    onnx.save(model, tmp_path / "model" / "m.onnx")
+    with pytest.raises(ModelError, match=r"\.\./w\.bin of tensor 'w' is outside the folder"):
+        load_proto(tmp_path / "model" / "m.onnx")

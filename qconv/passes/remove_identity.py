@@ -45,7 +45,7 @@ class RemoveIdentityPass(ir.passes.InPlacePass):
         source, output = node.inputs[0], node.outputs[0]
         if source is None:
             return "no input"
-        if len(node.outputs) > 1 and node.outputs[1].uses():
+        if any(mask.uses() or mask.is_graph_output() for mask in node.outputs[1:]):
             return "its Dropout mask output is used"
         if node.op_type == "Dropout" and node.attributes.get_int("training_mode", 0):
             return "Dropout runs in training mode"

@@ -38,3 +38,22 @@ def test_identity_joining_input_to_output_is_kept_with_a_reason():
     assert not modified
     assert op_types(folded) == ["Identity"]
     assert "graph input" in log.rewrites[0].detail
+
+
+def test_dropout_whose_mask_is_a_graph_output_is_kept():
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2, 3] x) => (float[2, 3] y, bool[2, 3] mask) {
+        a = Relu (x)
+        y, mask = Dropout (a)
+    }
+    """
+    model = make_model(text)
+    log = DecisionLog()
+    folded, modified = apply(RemoveIdentityPass(log), model)
+    assert not modified
+    assert op_types(folded) == ["Relu", "Dropout"]
+    assert "mask" in log.rewrites[0].detail
+    x = rng().normal(size=(2, 3)).astype(np.float32)
+    for before, after in zip(run(model, {"x": x}), run(folded, {"x": x}), strict=True):
+        np.testing.assert_array_equal(before, after)
