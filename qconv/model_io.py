@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 MIN_OPSET = 10
 # Protobuf cannot serialize a single message over 2 GiB; stay clear of it.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+EXTERNAL_TENSOR_BYTES = 1024  # smaller tensors stay in the model file
+EXTERNAL_DATA_ALIGNMENT = 4096  # offsets onnxruntime can memory-map
 
 
 def load_model(path: Path) -> ir.Model:
@@ -263,15 +265,7 @@ class StagedOutputs:
             return proto
         data_name = output.name + ".data"
         with self._beside(output.parent / data_name) as tmp_data, self._beside(output) as tmp:
-            onnx.save_model(
-                proto,
-                str(tmp),
-                save_as_external_data=True,
-                all_tensors_to_one_file=True,
-                location=tmp_data.name,
-                size_threshold=1024,
-            )
-            _point_external_data_at(tmp, data_name)
+            _save_with_external_data(proto, tmp, tmp_data, data_name)
         return proto
 
     def commit(self) -> None:
@@ -300,14 +294,41 @@ class StagedOutputs:
             raise _output_error(exc, output) from exc
 
 
-def _point_external_data_at(model_file: Path, data_name: str) -> None:
-    """The model was saved pointing at the temporary data name; point it at the final one."""
-    saved = onnx.load(str(model_file), load_external_data=False)
-    for tensor in saved.graph.initializer:
-        for entry in tensor.external_data:
-            if entry.key == "location":
-                entry.value = data_name
-    model_file.write_bytes(saved.SerializeToString())
+def _save_with_external_data(
+    proto: onnx.ModelProto, model_file: Path, data_file: Path, data_name: str
+) -> None:
+    """Write ``proto`` to ``model_file`` with its large tensors in ``data_file``, referenced as
+    ``data_name`` (the data file's final name, beside the model).
+
+    ``onnx.save_model`` would rewrite ``proto`` itself into external-data form (every later
+    session built from it would look for the data file) and refuses a data file that exists;
+    here each tensor's bytes are moved out for the write and put back after it.
+    """
+    moved: list[tuple[onnx.TensorProto, bytes]] = []
+    try:
+        with open(data_file, "wb") as data:
+            for tensor in _all_tensors(proto.graph):
+                if len(tensor.raw_data) < EXTERNAL_TENSOR_BYTES:
+                    continue
+                data.seek(-data.tell() % EXTERNAL_DATA_ALIGNMENT, os.SEEK_CUR)
+                offset, raw = data.tell(), tensor.raw_data
+                data.write(raw)
+                moved.append((tensor, raw))
+                tensor.ClearField("raw_data")
+                tensor.data_location = onnx.TensorProto.EXTERNAL
+                for key, value in (
+                    ("location", data_name),
+                    ("offset", offset),
+                    ("length", len(raw)),
+                ):
+                    entry = tensor.external_data.add()
+                    entry.key, entry.value = key, str(value)
+        model_file.write_bytes(proto.SerializeToString())
+    finally:
+        for tensor, raw in moved:
+            del tensor.external_data[:]
+            tensor.ClearField("data_location")  # it held raw data, so it had no location
+            tensor.raw_data = raw
 
 
 def _file_mode(output: Path) -> int:

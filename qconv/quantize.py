@@ -32,7 +32,7 @@ from qconv.calibrate.params import (
 from qconv.config import QuantFormat, QuantizeConfig
 from qconv.data import DataReader
 from qconv.decisions import DecisionLog, NodeDecision, Reason
-from qconv.errors import ConfigError, VerificationError
+from qconv.errors import ConfigError, ModelError, VerificationError
 from qconv.model_io import all_nodes, default_opset
 from qconv.ort_layout import EIGHT_BIT_POOL_NOTE, UNFUSED_NOTE, runtime_findings
 from qconv.passes import prepare
@@ -44,6 +44,9 @@ from qconv.plan import OWN_SCALE, QuantizationPlan, make_plan
 from qconv.runtime import create_session
 
 log = logging.getLogger(__name__)
+
+# onnxruntime sessions are built from the serialized model, and protobuf stops at 2 GiB.
+PROTOBUF_LIMIT = 2**31 - 1
 
 
 @dataclass
@@ -115,9 +118,16 @@ def quantize_model(
 
     Raises:
         DataError: The calibration data does not fit the model.
+        ModelError: The model is over 2 GiB.
         VerificationError: The produced model failed onnx.checker or onnxruntime loading.
     """
     check_exclusions(float_model, config.exclude)
+    if float_model.ByteSize() >= PROTOBUF_LIMIT:
+        raise ModelError(
+            f"the model holds {float_model.ByteSize() / 2**30:.1f} GiB, and qconv handles "
+            "models up to 2 GiB (onnxruntime gets them serialized, which protobuf caps at 2 GiB)",
+            "quantize a smaller export, for example one part of the model at a time",
+        )
     model, decisions = _prepare_checked(float_model, config, calibration, threads)
     prepared = ir.to_proto(model)
     plan = make_plan(model, config)

@@ -103,3 +103,13 @@ def test_a_model_with_random_outputs_is_not_checked(tmp_path):
     model = make_model(noisy, weights())
     result = quantize_model(model, calibration(tmp_path, model, (8, 8)), QuantizeConfig())
     assert any("vary between runs" in note for note in result.log.notes)
+
+
+def test_a_model_over_the_protobuf_limit_is_refused_before_any_work(tmp_path, monkeypatch):
+    from qconv import quantize
+    from qconv.errors import ModelError
+
+    monkeypatch.setattr(quantize, "PROTOBUF_LIMIT", 100)
+    model = make_model(MATMUL, weights())
+    with pytest.raises(ModelError, match="qconv handles models up to 2 GiB"):
+        quantize_model(model, calibration(tmp_path, model, (8, 8)), QuantizeConfig())

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
@@ -137,11 +138,22 @@ def test_an_unreadable_input_is_named_before_a_reader_calls_it_corrupt(tmp_path,
 
 def test_large_model_is_saved_with_external_data_beside_it(tmp_path, monkeypatch):
     monkeypatch.setattr("qconv.model_io.EXTERNAL_DATA_THRESHOLD", 1000)
-    save_model(tiny_model(), tmp_path / "big.onnx")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
-    loaded = onnx.load(tmp_path / "big.onnx")
-    assert numpy_helper.to_array(loaded.graph.initializer[0]).shape == (64, 64)
-    assert Path(tmp_path / "big.onnx").stat().st_size < 1000
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    model = tiny_model()
+    before = model.SerializeToString()
+    for output in (Path("big.onnx"), tmp_path / "out" / "big.onnx"):  # relative, elsewhere
+        save_model(model, output)
+        assert model.SerializeToString() == before  # later sessions are built from it
+        assert sorted(p.name for p in output.parent.iterdir() if p.is_file()) == [
+            "big.onnx",
+            "big.onnx.data",
+        ]
+        assert output.stat().st_size < 1000
+        onnx.checker.check_model(str(output), full_check=True)
+        feed = {"x": np.ones((1, 64), np.float32)}
+        session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+        np.testing.assert_array_equal(session.run(None, feed)[0], np.full((1, 64), 64.0))
 
 
 def test_staged_files_replace_nothing_until_committed(tmp_path):
