@@ -5,10 +5,12 @@ Exit codes: 0 success; 1 internal error (traceback with --debug); 2 bad usage or
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
@@ -17,9 +19,29 @@ EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 internal error (traceback with --debug); "
     "2 bad usage or bad input (one line naming the file, flag or tensor); "
     "3 a quality gate failed (model and report are still written); 130 interrupted; "
-    "141 stdout closed early (outputs written)."
+    "141 stdout closed early (outputs written); 143 terminated (SIGTERM, as from a CI "
+    "timeout; nothing written)."
 )
 GATE_FAILED = 3
+TERMINATED = 143
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived. A BaseException, like KeyboardInterrupt, so that no ``except
+    Exception`` on the way swallows it and staged outputs are removed as the stack unwinds."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _handle_errors(command: Callable) -> Callable:
@@ -34,8 +56,9 @@ def _handle_errors(command: Callable) -> Callable:
         debug = ctx.find_root().params.get("debug", False)
         console = Console()
         try:
-            result = command(*args, **kwargs)
-            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+            with _sigterm_unwinds():
+                result = command(*args, **kwargs)
+                sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
             return result
         except QconvError as exc:
             console.error(exc.one_line())
@@ -45,6 +68,9 @@ def _handle_errors(command: Callable) -> Callable:
         except KeyboardInterrupt:
             console.error("interrupted; no output was written")
             sys.exit(130)
+        except Terminated:
+            console.error("terminated; no output was written")
+            sys.exit(TERMINATED)
         except BrokenPipeError:  # stdout closed early (| head): the files are written
             exit_closed_pipe()
         except Exception as exc:  # a bug: say so, with a traceback on request
@@ -219,7 +245,7 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: Path | None
     help="Gate: fail (exit 3) if label accuracy drops by more than X (absolute, e.g. 0.01).",
 )
 @click.option("--min-agreement", type=float, help="Gate: top-1 agreement at least X (0..1).")
-@click.option("--min-sqnr", type=float, help="Gate: every output's SQNR at least DB.")
+@click.option("--min-sqnr", type=float, help="Gate: every float output's SQNR at least DB.")
 @click.option("--min-speedup", type=float, help="Gate: int8 at least X times faster than float.")
 @click.option(
     "--strict",

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from qconv.report.model import Report
+from qconv.report.model import Report, output_table
 
 # Exit code when stdout is closed early (``qconv ... | head``): what a shell reports for a
 # program stopped by SIGPIPE. rich's own handling exits 1, which reads as a bug in qconv.
@@ -183,11 +183,10 @@ def _summary_table(report: Report) -> Table:
 
 
 def _outputs_table(report: Report) -> Table:
-    table = Table(
-        "output", "cosine", "SQNR dB", "max abs err", title="output fidelity", title_justify="left"
-    )
-    for o in report.evaluation.outputs:
-        table.add_row(o.name, f"{o.cosine:.5f}", f"{o.sqnr_db:.1f}", f"{o.max_abs_error:.4g}")
+    header, rows = output_table(report.evaluation.outputs)
+    table = Table(*header, title="output fidelity", title_justify="left")
+    for row in rows:
+        table.add_row(*row)
     return table
 
 

@@ -28,15 +28,22 @@ class OutputFidelity:
 
     Attributes:
         name: Output name.
-        cosine: Cosine similarity of the flattened outputs.
-        sqnr_db: Signal-to-quantization-noise ratio in dB.
+        cosine: Cosine similarity of the flattened outputs (None for integer or boolean
+            outputs: class indices and masks have no meaningful cosine).
+        sqnr_db: Signal-to-quantization-noise ratio in dB (None as for ``cosine``).
         max_abs_error: Largest absolute difference.
+        exact_match: Share of elements equal to float's (integer and boolean outputs only).
     """
 
     name: str
-    cosine: float
-    sqnr_db: float
+    cosine: float | None
+    sqnr_db: float | None
     max_abs_error: float
+    exact_match: float | None = None
+
+    @property
+    def discrete(self) -> bool:
+        return self.exact_match is not None
 
 
 @dataclass
@@ -46,8 +53,14 @@ class _Accumulator:
     dot: float = 0.0
     approx: float = 0.0
     max_abs: float = 0.0
+    discrete: bool = False
+    equal: int = 0
+    count: int = 0
 
     def add(self, reference: np.ndarray, approx: np.ndarray) -> None:
+        self.discrete = reference.dtype.kind in "biu"
+        self.equal += int(np.count_nonzero(reference == approx))
+        self.count += reference.size
         ref = reference.astype(np.float64).ravel()
         app = approx.astype(np.float64).ravel()
         diff = ref - app
@@ -58,6 +71,9 @@ class _Accumulator:
         self.max_abs = max(self.max_abs, float(np.abs(diff).max(initial=0.0)))
 
     def result(self, name: str) -> OutputFidelity:
+        if self.discrete:
+            match = self.equal / self.count if self.count else 1.0
+            return OutputFidelity(name, None, None, self.max_abs, match)
         denominator = np.sqrt(self.signal * self.approx)
         cosine = self.dot / denominator if denominator > 0 else float(self.signal == self.approx)
         if self.noise == 0:

@@ -76,13 +76,24 @@ def evaluate_gates(gates: Gates, report: Report) -> list[GateResult]:
         agreement = ev.top1_agreement if ev else None
         results.append(_lower("min-agreement", gates.min_agreement, agreement))
     if gates.min_sqnr is not None:
-        sqnr = min((o.sqnr_db for o in ev.outputs), default=None) if ev else None
-        results.append(_lower("min-sqnr", gates.min_sqnr, sqnr))
+        results.append(_min_sqnr(gates.min_sqnr, report))
     if gates.min_speedup is not None:
         results.append(_lower("min-speedup", gates.min_speedup, lat.speedup if lat else None))
     if gates.strict:
         results.append(_lower("strict", 1, report.quantized_nodes))
     return results
+
+
+def _min_sqnr(limit: float, report: Report) -> GateResult:
+    """The worst float output's SQNR (integer and boolean outputs have none), named."""
+    outputs = report.evaluation.outputs if report.evaluation else []
+    measured = [o for o in outputs if o.sqnr_db is not None]
+    if not measured:
+        return GateResult("min-sqnr", limit, None, False, "not measured (no float output)")
+    worst = min(measured, key=lambda o: o.sqnr_db)
+    result = _lower("min-sqnr", limit, worst.sqnr_db)
+    result.detail += f" (output {worst.name!r})"
+    return result
 
 
 def _upper(name: str, limit: float, value: float | None) -> GateResult:

@@ -393,6 +393,28 @@ def test_a_run_interrupted_after_the_model_is_staged_replaces_no_earlier_output(
     assert not [p for p in workdir.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_sigterm_removes_staged_outputs_and_exits_143(workdir, monkeypatch):
+    import os
+    import signal
+    import time
+
+    out = workdir / "out.onnx"
+    out.write_bytes(b"earlier model")
+
+    def killed(*args, **kwargs):  # a CI timeout while the model is staged
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        raise AssertionError("SIGTERM did not stop the run")
+
+    monkeypatch.setattr("qconv.job.evaluate", killed)
+    result = invoke(*quantize_args(workdir))
+    assert result.exit_code == 143
+    assert "terminated; no output was written" in result.stderr
+    assert out.read_bytes() == b"earlier model"
+    assert not [p for p in workdir.iterdir() if p.name.endswith(".tmp")]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
 def test_a_bug_is_one_line_exit_1_and_a_pointer_to_the_traceback(workdir, monkeypatch):
     def bug(*args, **kwargs):
         raise RuntimeError("something broke\n\nwith a long explanation")
@@ -478,3 +500,36 @@ def test_stdout_closed_early_exits_141_with_the_outputs_written(workdir):
     assert result.returncode == 141
     assert result.stderr == b""
     assert onnx.load(workdir / "out.onnx").graph.node
+
+
+def test_class_index_and_mask_outputs_are_judged_by_exact_match(tmp_path):
+    from tests.graphs import make_model, rng
+
+    text = """
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[N, 16] x) => (float[N, 10] logits, int64[N] label, bool[N, 10] positive) {
+        h = MatMul (x, W1)
+        r = Relu (h)
+        logits = MatMul (r, W2)
+        label = ArgMax <axis = 1, keepdims = 0> (logits)
+        positive = Greater (logits, Zero)
+    }
+    """
+    weights = {"W1": rng().normal(0, 1, (16, 16)), "W2": rng().normal(0, 1, (16, 10))}
+    weights = {name: w.astype(np.float32) for name, w in weights.items()}
+    onnx.save(make_model(text, {**weights, "Zero": np.float32(0)}), tmp_path / "m.onnx")
+    np.savez(tmp_path / "x.npz", x=rng().normal(0, 1, (64, 16)).astype(np.float32))
+    args = ["quantize", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "q.onnx")]
+    args += ["--calib", str(tmp_path / "x.npz"), "--latency-runs", "0", "--min-sqnr", "90"]
+    result = invoke(*args, "--report", str(tmp_path / "r.json"))
+    assert result.exit_code == 3
+    report = json.loads((tmp_path / "r.json").read_text())
+    outputs = {o["name"]: o for o in report["evaluation"]["outputs"]}
+    assert outputs["logits"]["cosine"] > 0.99 and outputs["logits"]["exact_match"] is None
+    for name in ("label", "positive"):
+        assert outputs[name]["cosine"] is None and outputs[name]["sqnr_db"] is None
+        assert 0.9 < outputs[name]["exact_match"] <= 1.0
+    (gate,) = report["gates"]
+    assert gate["value"] == outputs["logits"]["sqnr_db"]
+    assert "(output 'logits')" in gate["detail"]
+    assert "exact match" in result.stdout

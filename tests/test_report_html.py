@@ -317,11 +317,17 @@ def test_an_output_the_int8_model_no_longer_tracks_gets_a_warning():
 
     evaluation = Evaluation(
         samples=10,
-        outputs=[OutputFidelity("logits", 0.546, 0.7, 3.0), OutputFidelity("aux", 0.99, 20, 0.1)],
+        outputs=[
+            OutputFidelity("logits", 0.546, 0.7, 3.0),
+            OutputFidelity("aux", 0.99, 20, 0.1),
+            OutputFidelity("label", None, None, 4.0, exact_match=0.85),
+            OutputFidelity("mask", None, None, 1.0, exact_match=0.95),
+        ],
         top1_agreement=None,
         float_accuracy=None,
         int8_accuracy=None,
     )
     notes = _fidelity_notes(evaluation)
-    assert len(notes) == 1
+    assert len(notes) == 2
     assert notes[0].startswith("LOW FIDELITY: output 'logits' has cosine 0.546")
+    assert notes[1].startswith("LOW FIDELITY: output 'label' equals float in 85.0% of its")

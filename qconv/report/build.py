@@ -39,6 +39,8 @@ def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
 # Below this cosine between float and int8 outputs the model has lost its function (PP-OCRv4's
 # recogniser with per-tensor weights: 0.55, every line decoded empty; per-channel: 0.95).
 LOW_COSINE = 0.8
+# Integer or boolean outputs (class indices, masks): the share of elements that must match.
+LOW_MATCH = 0.9
 
 
 def build_report(
@@ -154,16 +156,24 @@ def _tensor_entries(
 
 
 def _fidelity_notes(evaluation: Evaluation | None) -> list[str]:
-    """A warning per output the int8 model no longer tracks (cosine below LOW_COSINE)."""
+    """A warning per output the int8 model no longer tracks: cosine below LOW_COSINE, or for
+    an integer or boolean output, fewer than LOW_MATCH of its elements equal to float's."""
     if evaluation is None:
         return []
-    return [
-        f"LOW FIDELITY: output {o.name!r} has cosine {o.cosine:.3f} (SQNR {o.sqnr_db:.1f} dB) "
-        "against float; the int8 model is probably unusable. Per-channel weights (drop "
-        "--per-tensor), --calibration auto, or --analyze then --exclude-from usually help"
-        for o in evaluation.outputs
-        if o.cosine < LOW_COSINE
-    ]
+    notes = []
+    for o in evaluation.outputs:
+        if o.exact_match is not None and o.exact_match < LOW_MATCH:
+            measured = f"equals float in {o.exact_match:.1%} of its elements"
+        elif o.cosine is not None and o.cosine < LOW_COSINE:
+            measured = f"has cosine {o.cosine:.3f} (SQNR {o.sqnr_db:.1f} dB) against float"
+        else:
+            continue
+        notes.append(
+            f"LOW FIDELITY: output {o.name!r} {measured}; the int8 model is probably unusable. "
+            "Per-channel weights (drop --per-tensor), --calibration auto, or --analyze then "
+            "--exclude-from usually help"
+        )
+    return notes
 
 
 def _evaluation(evaluation: Evaluation, data: str) -> EvaluationSummary:
@@ -171,7 +181,8 @@ def _evaluation(evaluation: Evaluation, data: str) -> EvaluationSummary:
         data=data,
         samples=evaluation.samples,
         outputs=[
-            OutputEntry(o.name, o.cosine, o.sqnr_db, o.max_abs_error) for o in evaluation.outputs
+            OutputEntry(o.name, o.cosine, o.sqnr_db, o.max_abs_error, o.exact_match)
+            for o in evaluation.outputs
         ],
         top1_agreement=evaluation.top1_agreement,
         float_accuracy=evaluation.float_accuracy,

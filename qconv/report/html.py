@@ -25,6 +25,7 @@ from qconv.report.model import (
     ModelSummary,
     Report,
     TensorEntry,
+    output_table,
 )
 
 # Tables longer than this start collapsed inside <details>.
@@ -251,8 +252,8 @@ def _evaluation_cards(ev: EvaluationSummary | None) -> list[Html]:
         detail = "int8 and float pick the same class"
         value = _metric(f"{ev.top1_agreement:.2%}", "top1-agreement")
         cards.append(_card("Top-1 agreement", value, detail, key="agreement"))
-    if ev.outputs:
-        worst = min(ev.outputs, key=lambda o: o.sqnr_db)
+    if measured := [o for o in ev.outputs if o.sqnr_db is not None]:
+        worst = min(measured, key=lambda o: o.sqnr_db)
         detail = f"worst output {worst.name}: cosine {worst.cosine:.5f}"
         value = _metric(f"{_num(worst.sqnr_db, '.1f')} dB", "output-sqnr")
         cards.append(_card("Output SQNR", value, detail, key="fidelity"))
@@ -325,14 +326,9 @@ def _gate_card(gate: GateResult) -> Html:
 def _fidelity(ev: EvaluationSummary | None) -> Html:
     if ev is None:
         return Html("")
-    rows = [
-        [o.name, _num(o.cosine, ".6f"), _num(o.sqnr_db, ".1f"), _num(o.max_abs_error, ".4g")]
-        for o in ev.outputs
-    ]
+    header, rows = output_table(ev.outputs)
     intro = _tag("p", f"int8 against float on {ev.samples} samples of {ev.data}.")
-    table = _table(
-        ["output", "cosine", "SQNR dB", "max abs error"], rows, numeric=(1, 2, 3), mono=(0,)
-    )
+    table = _table(header, rows, numeric=tuple(range(1, len(header))), mono=(0,))
     return _section("Output fidelity", intro, table, key="fidelity")
 
 

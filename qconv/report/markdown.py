@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import re
 
-from qconv.report.model import Report
+from qconv.report.model import Report, output_table
 
 
 def to_markdown(report: Report) -> str:
@@ -89,11 +89,8 @@ def _evaluation(report: Report) -> str:
     if ev is None:
         return ""
     lines = [f"### Fidelity on {ev.samples} samples of `{ev.data}`"]
-    rows = [
-        [o.name, f"{o.cosine:.5f}", f"{o.sqnr_db:.1f}", f"{o.max_abs_error:.4g}"]
-        for o in ev.outputs
-    ]
-    lines.append(_table(["output", "cosine", "SQNR dB", "max abs error"], rows))
+    header, rows = output_table(ev.outputs)
+    lines.append(_table(header, [[_code(row[0]), *row[1:]] for row in rows]))
     if ev.top1_agreement is not None:
         lines.append(f"Top-1 agreement: {ev.top1_agreement:.2%}")
     if ev.float_accuracy is not None:

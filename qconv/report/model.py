@@ -108,12 +108,33 @@ class TensorEntry:
 
 @dataclass
 class OutputEntry:
-    """Fidelity of one model output."""
+    """Fidelity of one model output: cosine and SQNR for float outputs, the share of equal
+    elements (``exact_match``) for integer and boolean ones."""
 
     name: str
-    cosine: float
-    sqnr_db: float
+    cosine: float | None
+    sqnr_db: float | None
     max_abs_error: float
+    exact_match: float | None = None
+
+
+def output_table(outputs: list[OutputEntry]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the output-fidelity table every renderer shows; the exact-match
+    column only when an output is integer or boolean."""
+    header = ["output", "cosine", "SQNR dB", "max abs error"]
+    rows = [
+        [o.name, _fixed(o.cosine, ".5f"), _fixed(o.sqnr_db, ".1f"), f"{o.max_abs_error:.4g}"]
+        for o in outputs
+    ]
+    if any(o.exact_match is not None for o in outputs):
+        header.append("exact match")
+        for row, o in zip(rows, outputs, strict=True):
+            row.append(_fixed(o.exact_match, ".2%"))
+    return header, rows
+
+
+def _fixed(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 @dataclass
