@@ -175,3 +175,22 @@ def test_entropy_ignores_the_spike_of_exact_zeros_after_a_relu():
     lo, hi = ranges.entropy(stats, levels=256)
     assert lo == 0.0
     assert hi > np.percentile(x, 99), "the bulk of a Relu output must stay inside the range"
+
+
+def test_entropy_that_would_clip_separate_clusters_falls_back_to_the_observed_range():
+    rng = np.random.default_rng(5)
+    clusters = np.concatenate([rng.normal(-1.5, 0.05, 50_000), rng.normal(1.5, 0.05, 50_000)])
+    stats = stats_of(clusters, bins=2048)
+    kl = ranges.entropy(stats)
+    assert kl[1] < 1.4, "this histogram is the case the guard is for"
+    chosen, method = ranges.choose_range(
+        stats, CalibrationMethod.ENTROPY, qtype=QuantType.UINT8, symmetric=False
+    )
+    assert method == "minmax (entropy clipped too much)"
+    assert chosen == ranges.minmax(stats)
+    assert quant_mse(clusters, *chosen) < quant_mse(clusters, *kl) / 10
+    heavy_tail = stats_of(rng.standard_t(3, 200_000), bins=2048)
+    _, method = ranges.choose_range(
+        heavy_tail, CalibrationMethod.ENTROPY, qtype=QuantType.UINT8, symmetric=False
+    )
+    assert method == "entropy"
