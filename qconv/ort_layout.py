@@ -1,6 +1,6 @@
 """What onnxruntime makes of a Q/DQ model, where that decides whether int8 pays.
 
-Two findings, both read from the graph onnxruntime itself builds for the model
+Three findings, all read from the graph onnxruntime itself builds for the model
 (:func:`qconv.runtime.optimized_model`) rather than from a re-implementation of its rules:
 
 * **8-bit max-pools in the slow channels-first kernel.** onnxruntime's CPU provider runs
@@ -18,6 +18,9 @@ Two findings, both read from the graph onnxruntime itself builds for the model
   provider has no integer one) still appears under its own name and type: it runs in float
   between a DequantizeLinear and a QuantizeLinear that only cost time, so it is kept float
   (PP-OCRv4's detector head: 72.4 -> 70.5 ms for the whole model).
+* **Ops it runs on integers though the plan left them float.** A Sigmoid whose input is a
+  DequantizeLinear output and whose output is quantized becomes ``QLinearSigmoid`` (a table
+  lookup): the report says so instead of calling it float.
 """
 
 from __future__ import annotations
@@ -48,12 +51,16 @@ class RuntimeFindings:
     Attributes:
         channels_first_pools: MaxPools it runs in its slow 8-bit channels-first loop.
         unfused: Quantized weighted ops it runs in float between the conversions.
+        integer_kernels: Node name -> the integer op onnxruntime runs it as (``QLinear*``),
+            for every node it fused with the conversions around it.
     """
 
     channels_first_pools: list[str] = field(default_factory=list)
     unfused: list[str] = field(default_factory=list)
+    integer_kernels: dict[str, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
+        """Whether the plan should change (``integer_kernels`` only informs the report)."""
         return bool(self.channels_first_pools or self.unfused)
 
 
@@ -61,8 +68,19 @@ def runtime_findings(qdq_model: onnx.ModelProto) -> RuntimeFindings:
     """Ask onnxruntime how it would run ``qdq_model`` and report what int8 does not pay for."""
     optimized = optimized_model(qdq_model)
     return RuntimeFindings(
-        _channels_first_pools(qdq_model, optimized), _unfused(qdq_model, optimized)
+        _channels_first_pools(qdq_model, optimized),
+        _unfused(qdq_model, optimized),
+        _integer_kernels(qdq_model, optimized),
     )
+
+
+def _integer_kernels(qdq_model: onnx.ModelProto, optimized: onnx.ModelProto) -> dict[str, str]:
+    ours = {node.name for node in all_nodes(qdq_model.graph) if node.name}
+    return {
+        node.name: node.op_type
+        for node in all_nodes(optimized.graph)
+        if node.name in ours and node.op_type.startswith("QLinear")
+    }
 
 
 def _channels_first_pools(qdq_model: onnx.ModelProto, optimized: onnx.ModelProto) -> list[str]:

@@ -76,6 +76,9 @@ ROLES: dict[str, Role] = {
 INTEGER_CLIP_OPSET = 12
 # node.meta key: a MaxPool planned with an output scale of its own (the value says why).
 OWN_SCALE = "qconv.own_scale"
+# node.meta key: onnxruntime's name for the integer kernel it runs a node on that the plan left
+# float (a Sigmoid between a DequantizeLinear and a QuantizeLinear becomes QLinearSigmoid).
+RUNS_AS = "qconv.runs_as"
 FOLDABLE_ACTIVATIONS = ("Relu", "Clip")
 # Ops whose subgraphs are planned like the main graph.
 CONTROL_FLOW = ("If", "Loop", "Scan")
@@ -266,7 +269,7 @@ class _Planner:
             return Reason.FASTER_IN_FLOAT, kept_float(node)
         role = _role(node)
         if role is None:
-            return Reason.NO_INTEGER_KERNEL, f"{node.op_type} has no integer implementation"
+            return Reason.NO_INTEGER_KERNEL, f"standard ONNX has no integer {node.op_type}"
         for value in _data_inputs(node, role) + list(node.outputs[: _data_outputs(node)]):
             if value.dtype is not None and value.dtype != ir.DataType.FLOAT:
                 return Reason.NOT_FLOAT, f"tensor {value.name!r} is {value.dtype.name}"
@@ -494,6 +497,11 @@ class _Planner:
             return NodeDecision(name, node.op_type, Reason.QUANTIZED, node.meta.get(OWN_SCALE, ""))
         if node in self.refusals:
             reason, detail = self.refusals[node]
+            if runs_as := node.meta.get(RUNS_AS):
+                detail += (
+                    f"; onnxruntime fuses it with the conversions around it into {runs_as}, "
+                    "so it runs on the integers there"
+                )
             return NodeDecision(name, node.op_type, reason, detail)
         detail = "no quantized tensor next to it, so int8 would only add conversions"
         if node.op_type == "Pad" and node.inputs[0].is_graph_input():

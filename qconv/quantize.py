@@ -40,7 +40,7 @@ from qconv.passes._graph import Namer
 from qconv.passes.compact import CompactPass
 from qconv.passes.float_stem import KEPT_FLOAT
 from qconv.passes.insert_qdq import InsertQDQPass, QuantizedConstant
-from qconv.plan import OWN_SCALE, QuantizationPlan, make_plan
+from qconv.plan import OWN_SCALE, RUNS_AS, QuantizationPlan, make_plan
 from qconv.runtime import create_session
 
 log = logging.getLogger(__name__)
@@ -306,6 +306,7 @@ def _tuned_plan(
         decisions.note(f"runtime tuning skipped: onnxruntime could not be asked ({exc})")
         for node in model.graph.all_nodes():  # the plan stands as it was
             node.meta.pop(OWN_SCALE, None)
+            node.meta.pop(RUNS_AS, None)
             if node.meta.get(KEPT_FLOAT) == UNFUSED_NOTE:
                 del node.meta[KEPT_FLOAT]
         return None
@@ -328,8 +329,10 @@ def _follow_onnxruntime(
     probe_plan, ranges = _settle_offsets(probe, config, make_plan(probe, config), stats)
     InsertQDQPass(probe_plan, activation_params(probe_plan, ranges), config, DecisionLog())(probe)
     findings = runtime_findings(ir.to_proto(probe))
-    if not findings:
-        return None
+    for name, kernel in findings.integer_kernels.items():
+        nodes[name].meta[RUNS_AS] = kernel
+    if not findings:  # the plan stands; its decisions now say what onnxruntime fuses
+        return make_plan(model, config) if findings.integer_kernels else None
     for name in findings.channels_first_pools:
         nodes[name].meta[OWN_SCALE] = EIGHT_BIT_POOL_NOTE
     for name in findings.unfused:

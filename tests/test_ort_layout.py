@@ -67,7 +67,7 @@ FLOAT_TEXT = """
 <ir_version: 8, opset_import: ["" : 17]>
 g (float[N, 16, 8, 8] x) => (float[N, 10] y) {
     a = Conv (x, W0, B0)
-    h = ACTIVATION (a)
+    ACTIVATION
     p = MaxPool <kernel_shape = [2, 2], strides = [2, 2]> (h)
     g = GlobalAveragePool (p)
     f = Flatten (g)
@@ -77,6 +77,8 @@ g (float[N, 16, 8, 8] x) => (float[N, 10] y) {
 
 
 def quantize(activation: str, tmp_path) -> tuple[onnx.ModelProto, object, np.ndarray]:
+    """FLOAT_TEXT with ``h = activation (a)``, or ``activation`` itself if it defines ``h``."""
+    activation = activation if "h =" in activation else f"h = {activation} (a)"
     r = rng()
     arrays = {
         "W0": r.normal(0, 0.3, (32, 16, 1, 1)),
@@ -163,3 +165,19 @@ def test_quantization_goes_on_without_tuning_when_onnxruntime_cannot_be_asked(
     assert pool.reason is Reason.SHARES_INPUT_SCALE  # the untuned plan
     assert any("runtime tuning skipped" in note for note in result.log.notes)
     assert sqnr_db(run(proto, {"x": x})[0], run(result.model, {"x": x})[0]) > 25
+
+
+def test_a_float_op_onnxruntime_runs_on_integers_is_reported_as_such(tmp_path):
+    # SiLU: the plan leaves the Sigmoid float, between the Conv's and the Mul's conversions,
+    # which onnxruntime fuses into a QLinearSigmoid table lookup.
+    silu = "sg = Sigmoid (a)\n    h = Mul (a, sg)"
+    _, result, _ = quantize(silu, tmp_path)
+    sigmoid = next(d for d in result.decisions if d.op_type == "Sigmoid")
+    assert sigmoid.reason is Reason.NO_INTEGER_KERNEL
+    assert sigmoid.detail.endswith("into QLinearSigmoid, so it runs on the integers there")
+    named = onnx.ModelProto()
+    named.CopyFrom(result.qdq_model)
+    for index, node in enumerate(named.graph.node):
+        node.name = f"n{index}"
+    kernels = runtime_findings(named).integer_kernels
+    assert {"QLinearSigmoid", "QLinearMul"} <= set(kernels.values())

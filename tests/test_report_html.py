@@ -331,3 +331,16 @@ def test_an_output_the_int8_model_no_longer_tracks_gets_a_warning():
     assert len(notes) == 2
     assert notes[0].startswith("LOW FIDELITY: output 'logits' has cosine 0.546")
     assert notes[1].startswith("LOW FIDELITY: output 'label' equals float in 85.0% of its")
+
+
+def test_an_int8_model_measured_slower_than_float_gets_a_warning():
+    from qconv.report.build import _speed_notes
+    from qconv.report.model import LatencySummary
+
+    ops = {"Transpose": 3.66, "QLinearConv": 2.34, "QLinearAveragePool": 0.58, "Add": 0.01}
+    slower = LatencySummary(1, 50, 4.53, 4.9, 7.37, 7.6, int8_ops_ms=ops)
+    (note,) = _speed_notes(slower)
+    assert note.startswith("SLOWER THAN FLOAT: int8 7.37 ms against float 4.53 ms")
+    assert "Transpose 3.66 ms, QLinearConv 2.34 ms, QLinearAveragePool 0.58 ms" in note
+    assert _speed_notes(LatencySummary(1, 50, 4.53, 4.9, 4.6, 4.9)) == []  # within noise
+    assert _speed_notes(None) == []

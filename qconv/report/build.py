@@ -60,6 +60,7 @@ def build_report(
     synthetic_data: bool = False,
 ) -> Report:
     """Everything the run decided and measured, as one data object."""
+    latency_summary = _latency(latency, threads, profiles) if latency else None
     return Report(
         qconv_version=qconv.__version__,
         onnx_version=onnx.__version__,
@@ -85,8 +86,8 @@ def build_report(
         ],
         tensors=_tensors(result, tensor_fidelity or {}),
         evaluation=_evaluation(evaluation, evaluation_data) if evaluation else None,
-        latency=_latency(latency, threads, profiles) if latency else None,
-        notes=[*result.log.notes, *_fidelity_notes(evaluation)],
+        latency=latency_summary,
+        notes=[*result.log.notes, *_fidelity_notes(evaluation), *_speed_notes(latency_summary)],
         verified=True,
     )
 
@@ -209,6 +210,25 @@ def _latency(
     )
 
 
+# Medians of interleaved runs still move by a percent or two between runs on a busy machine;
+# below this margin a slower int8 median is not reported as slower.
+SLOWER_MARGIN = 1.02
+
+
+def _speed_notes(latency: LatencySummary | None) -> list[str]:
+    """A warning when the int8 model measured slower than the float one."""
+    if latency is None or latency.int8_median_ms <= latency.float_median_ms * SLOWER_MARGIN:
+        return []
+    costly = sorted(latency.int8_ops_ms.items(), key=lambda item: -item[1])[:3]
+    where = ", ".join(f"{op} {ms:.3g} ms" for op, ms in costly)
+    return [
+        f"SLOWER THAN FLOAT: int8 {latency.int8_median_ms:.3g} ms against float "
+        f"{latency.float_median_ms:.3g} ms at {latency.threads} thread(s) on this machine"
+        + (f"; most int8 time goes to {where}" if where else "")
+        + ". --min-speedup 1 turns this into exit code 3"
+    ]
+
+
 def compare_report(
     *,
     float_model: onnx.ModelProto,
@@ -221,6 +241,7 @@ def compare_report(
     threads: int,
 ) -> Report:
     """A report for ``qconv compare``: no calibration or node decisions, just measurements."""
+    latency_summary = _latency(latency, threads) if latency else None
     return Report(
         qconv_version=qconv.__version__,
         onnx_version=onnx.__version__,
@@ -229,7 +250,7 @@ def compare_report(
         model=_model_summary(float_model, int8_model, float_path, int8_path),
         calibration=None,
         evaluation=_evaluation(evaluation, evaluation_data),
-        latency=_latency(latency, threads) if latency else None,
-        notes=_fidelity_notes(evaluation),
+        latency=latency_summary,
+        notes=[*_fidelity_notes(evaluation), *_speed_notes(latency_summary)],
         verified=True,
     )
