@@ -35,6 +35,7 @@ from qconv.report.model import (
     SensitivityEntry,
     SensitivitySummary,
 )
+from qconv.runtime import create_session
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +267,8 @@ def _options(job: QuantizeJob) -> dict[str, object]:
     config = job.config
     options = {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
     options.update(batch_size=job.data.batch_size, samples=job.data.samples, threads=job.threads)
+    if job.data.shapes:
+        options["shapes"] = [f"{name}={','.join(map(str, dims))}" for name, dims in job.data.shapes]
     return options
 
 
@@ -349,6 +352,8 @@ def run_compare(job: CompareJob, progress: Progress | None = None) -> Report:
     specs = input_specs(float_model)
     _check_same_interface(specs, input_specs(int8_model), job)
     _check_same_outputs(float_model, int8_model, job)
+    for path in (job.float_model, job.int8_model):
+        create_session(path)  # an op onnxruntime cannot run is named with its model's path
     reader = open_reader(
         job.data.eval,
         specs,

@@ -76,7 +76,7 @@ def create_session(
     layout changes.
     """
     options = session_options(threads, optimize, profile_prefix, spin, optimized_path)
-    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), False)
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
     if needs_custom_ops(proto):
         import onnxruntime_extensions
 
@@ -86,9 +86,10 @@ def create_session(
         return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises several types for a graph it cannot run
         if any(marker in str(exc) for marker in UNKNOWN_OP_MARKERS):
+            which = "this model" if isinstance(model, onnx.ModelProto) else str(model)
             raise ModelError(
-                f"onnxruntime cannot run an op of this model: {first_line(exc, 300)}",
-                "qconv runs the model to calibrate it: use ops that onnxruntime or "
+                f"onnxruntime cannot run an op of {which}: {first_line(exc, 300)}",
+                "qconv runs models in onnxruntime: use ops that onnxruntime or "
                 "onnxruntime-extensions implement",
             ) from exc
         raise

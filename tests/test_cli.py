@@ -480,6 +480,9 @@ def test_an_op_onnxruntime_cannot_run_is_a_model_error(workdir):
     args = ["quantize", str(workdir / "custom.onnx"), "-o", str(workdir / "out.onnx")]
     result = invoke(*args, "--calib", str(workdir / "x.npz"), "--latency-runs", "0")
     assert_clean_failure(result, workdir, "onnxruntime cannot run an op", "com.acme:Foo")
+    custom = str(workdir / "custom.onnx")
+    result = invoke("compare", custom, custom, "--eval", str(workdir / "x.npz"))
+    assert_clean_failure(result, workdir, f"onnxruntime cannot run an op of {custom}", "Foo")
 
 
 def test_stdout_closed_early_exits_141_with_the_outputs_written(workdir):

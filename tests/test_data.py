@@ -173,3 +173,15 @@ def test_library_callers_get_config_errors_for_bad_sizes_and_names():
     for batch_size in (0, -1):
         with pytest.raises(ConfigError, match="batch_size"):
             open_reader(SAMPLES / "digits_cnn_calib.npz", input_specs(model), batch_size)
+
+
+def test_shape_sets_symbolic_sizes_and_the_data_must_match_them(tmp_path):
+    from qconv.errors import ConfigError
+
+    spec = InputSpec("x", np.dtype(np.float32), ("N", 1, "H", 4))
+    np.savez(tmp_path / "d.npz", x=np.zeros((8, 1, 6, 4), np.float32))
+    with pytest.raises(ConfigError, match="sets axis 3 to 5, but the model fixes it at 4"):
+        open_reader(tmp_path / "d.npz", [spec], shapes={"x": (1, 1, 6, 5)})
+    assert len(list(open_reader(tmp_path / "d.npz", [spec], 4, shapes={"x": (1, 1, 6, 4)}))) == 2
+    with pytest.raises(DataError, match="size 6 on axis 2 .* needs 5"):
+        list(open_reader(tmp_path / "d.npz", [spec], shapes={"x": (1, 1, 5, 4)}))

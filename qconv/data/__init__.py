@@ -8,7 +8,7 @@ picks the reader for a path; new formats plug in there.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -97,8 +97,20 @@ def is_synthetic(reader: DataReader) -> bool:
     return bool(getattr(reader, "synthetic", False))
 
 
+def _pinned(specs: Sequence[InputSpec], shapes: Mapping[str, tuple[int, ...]]) -> list[InputSpec]:
+    """``specs`` with the --shape sizes in place of symbolic ones, so data is checked too;
+    the batch axis stays as it is (``batch_size`` and the data decide it)."""
+    return [
+        replace(spec, shape=(spec.shape[0], *shapes[spec.name][1:]))
+        if spec.name in shapes
+        else spec
+        for spec in specs
+    ]
+
+
 def _check_shapes(shapes: Mapping[str, tuple[int, ...]], specs: Sequence[InputSpec]) -> None:
-    """Every --shape must name a model input and give one size per dimension."""
+    """Every --shape must name a model input, give one size per dimension, and keep the sizes
+    the model fixes."""
     by_name = {spec.name: spec for spec in specs}
     for name, dims in shapes.items():
         if name not in by_name:
@@ -111,6 +123,13 @@ def _check_shapes(shapes: Mapping[str, tuple[int, ...]], specs: Sequence[InputSp
                 f"--shape {name} gives {len(dims)} sizes for a {by_name[name].rank}-D input",
                 f"give one size per dimension of {by_name[name].describe()}",
             )
+        for axis, (given, fixed) in enumerate(zip(dims, by_name[name].shape, strict=True)):
+            if isinstance(fixed, int) and fixed > 0 and given != fixed:
+                raise ConfigError(
+                    f"--shape {name} sets axis {axis} to {given}, but the model fixes it at "
+                    f"{fixed} ({by_name[name].describe()})",
+                    "--shape can only set the symbolic sizes",
+                )
 
 
 def open_reader(
@@ -134,6 +153,7 @@ def open_reader(
             f"batch_size={batch_size}, samples={samples} is invalid", "give 1 or more of each"
         )
     _check_shapes(shapes or {}, specs)
+    specs = _pinned(specs, shapes or {})
     if str(path).split(":")[0] == RANDOM_PREFIX:
         from qconv.data.synthetic import RandomReader
 
