@@ -76,7 +76,10 @@ def create_session(
     layout changes.
     """
     options = session_options(threads, optimize, profile_prefix, spin, optimized_path)
-    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
+    if isinstance(model, onnx.ModelProto):
+        proto = model
+    else:
+        proto = onnx.load(str(model), load_external_data=False)
     if needs_custom_ops(proto):
         import onnxruntime_extensions
 

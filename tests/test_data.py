@@ -183,5 +183,5 @@ def test_shape_sets_symbolic_sizes_and_the_data_must_match_them(tmp_path):
     with pytest.raises(ConfigError, match="sets axis 3 to 5, but the model fixes it at 4"):
         open_reader(tmp_path / "d.npz", [spec], shapes={"x": (1, 1, 6, 5)})
     assert len(list(open_reader(tmp_path / "d.npz", [spec], 4, shapes={"x": (1, 1, 6, 4)}))) == 2
-    with pytest.raises(DataError, match="size 6 on axis 2 .* needs 5"):
+    with pytest.raises(DataError, match=r"size 6 on axis 2 .* needs 5"):
         list(open_reader(tmp_path / "d.npz", [spec], shapes={"x": (1, 1, 5, 4)}))
