@@ -124,6 +124,7 @@ class QuantizationPlan:
             moving the zero point would cost resolution), or a MaxPool output that gets a
             scale of its own (see :mod:`qconv.ort_layout`).
         notes: Plan-wide remarks for the report.
+        int8_nodes: The nodes whose decision is a quantized one (``decisions`` name them).
     """
 
     decisions: list[NodeDecision] = field(default_factory=list)
@@ -138,6 +139,7 @@ class QuantizationPlan:
     )
     fallbacks: dict[ir.Value, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    int8_nodes: list[ir.Node] = field(default_factory=list)
 
     @property
     def calibration_tensors(self) -> list[str]:
@@ -254,7 +256,9 @@ class _Planner:
         self.clamps = {n: c for n in nodes if (c := self._clamp_reader(n)) is not None}
         self._collect_tensors(plan, nodes, folded)
         plan.folded += list(folded.values())
-        plan.decisions += [self._decision(n, folded) for n in nodes]
+        decisions = [self._decision(n, folded) for n in nodes]
+        plan.decisions += decisions
+        plan.int8_nodes += [n for n, d in zip(nodes, decisions, strict=True) if d.reason.quantized]
 
     def _role(self, node: ir.Node) -> Role | None:
         role = _role(node)

@@ -33,6 +33,7 @@ from qconv.config import QuantFormat, QuantizeConfig
 from qconv.data import DataReader
 from qconv.decisions import DecisionLog, NodeDecision, Reason
 from qconv.errors import ConfigError, ModelError, VerificationError
+from qconv.islands import mark_small_islands
 from qconv.model_io import all_nodes, default_opset
 from qconv.ort_layout import EIGHT_BIT_POOL_NOTE, UNFUSED_NOTE, runtime_findings
 from qconv.passes import prepare
@@ -131,6 +132,8 @@ def quantize_model(
     model, decisions = _prepare_checked(float_model, config, calibration, threads)
     prepared = ir.to_proto(model)
     plan = make_plan(model, config)
+    if config.runtime_tuning and mark_small_islands(plan):
+        plan = make_plan(model, config)
     for note in plan.notes:
         decisions.note(note)
     if not plan.quantized_nodes():
