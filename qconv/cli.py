@@ -12,8 +12,12 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from qconv.config_file import ConfigKey
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 internal error (traceback with --debug); "
@@ -120,18 +124,49 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: Path | None
     from qconv.console import Console
     from qconv.errors import ConfigError
 
-    known = {
-        p.opts[-1].lstrip("-"): p.name
-        for p in ctx.command.params
-        if isinstance(p, click.Option) and p.name not in ("config", "help")
-    }
-    known.update({p.name: p.name for p in ctx.command.params if isinstance(p, click.Argument)})
     try:
-        settings = read_config(value, known)
+        settings = read_config(value, _config_keys(ctx.command))
     except ConfigError as exc:
         Console().error(exc.one_line())
         ctx.exit(exc.exit_code)
     ctx.default_map = {**(ctx.default_map or {}), **settings}
+
+
+# Parameters holding files or folders: relative paths in a config file are relative to it.
+PATH_PARAMS = ("model", "output", "calib", "eval_data", "calib_cache", "reports", "exclude_from")
+
+
+def _config_keys(command: click.Command) -> dict[str, ConfigKey]:
+    """Every long flag of ``command`` (and its argument) as the TOML key that sets it."""
+    from qconv.config_file import ConfigKey
+
+    keys = {}
+    for param in command.params:
+        if param.name in ("config", "help"):
+            continue
+        path = param.name in PATH_PARAMS
+        if isinstance(param, click.Argument):
+            keys[param.name] = ConfigKey(param.name, path=path)
+            continue
+        kind = _config_kind(param)
+        choices = tuple(param.type.choices) if isinstance(param.type, click.Choice) else ()
+        spec = ConfigKey(param.name, kind, choices, param.multiple, path=path)
+        for flag in param.opts:
+            if flag.startswith("--"):
+                keys[flag[2:]] = spec
+        for flag in param.secondary_opts:  # --per-tensor of --per-channel/--per-tensor
+            keys[flag.lstrip("-")] = ConfigKey(param.name, "bool", negated=True)
+    return keys
+
+
+def _config_kind(param: click.Parameter) -> str:
+    if getattr(param, "is_flag", False) or isinstance(param.type, click.types.BoolParamType):
+        return "bool"
+    if isinstance(param.type, click.types.IntParamType):
+        return "int"
+    if isinstance(param.type, click.types.FloatParamType):
+        return "float"
+    return "text"
 
 
 @main.command(epilog=EXIT_CODES_HELP)

@@ -258,6 +258,38 @@ def test_config_file_with_an_unknown_key_is_refused(workdir):
     assert not (workdir / "out.onnx").exists()
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("strict = 1", "strict = 1 is not true or false"),
+        ("samples = 1.5", "samples = 1.5 is not a whole number"),
+        ('format = "qlinear"', "format = 'qlinear' is not one of qdq, qoperator"),
+        ("batch_size = 2\nbatch-size = 3", "'batch-size' sets what 'batch_size' already sets"),
+        ('calibration = "mse"\n[quantize]\nsamples = 4', "'calibration' is outside the"),
+        ('[quantize]\nsamples = 4\n[quantise]\ncalibrashun = "x"', "'quantise' is outside"),
+    ],
+)
+def test_config_values_are_checked_like_their_flags(workdir, text, message):
+    (workdir / "qconv.toml").write_text(text + "\n")
+    result = invoke(*quantize_args(workdir, "--config", str(workdir / "qconv.toml")))
+    assert_clean_failure(result, workdir, message)
+
+
+def test_config_paths_are_relative_to_the_file_and_negated_flags_are_keys(workdir, monkeypatch):
+    folder = workdir / "settings"
+    folder.mkdir()
+    (folder / "qconv.toml").write_text(
+        'model = "../digits_cnn.onnx"\ncalib = "../digits_cnn_calib.npz"\n'
+        'output = "out.onnx"\nreport = ["r.json"]\nper-tensor = true\nlatency-runs = 0\n'
+    )
+    monkeypatch.chdir(workdir.parent)
+    result = invoke("quantize", "--config", str(folder / "qconv.toml"), "-q")
+    assert result.exit_code == 0, result.output
+    report = json.loads((folder / "r.json").read_text())
+    assert report["options"]["weight_granularity"] == "per-tensor"
+    assert (folder / "out.onnx").is_file()
+
+
 def test_compare_judges_a_model_made_by_onnxruntimes_quantizer(workdir):
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static

@@ -344,3 +344,23 @@ def test_an_int8_model_measured_slower_than_float_gets_a_warning():
     assert "Transpose 3.66 ms, QLinearConv 2.34 ms, QLinearAveragePool 0.58 ms" in note
     assert _speed_notes(LatencySummary(1, 50, 4.53, 4.9, 4.6, 4.9)) == []  # within noise
     assert _speed_notes(None) == []
+
+
+def test_a_chart_histogram_that_reaches_the_last_bin_has_one_more_edge_than_bars():
+    import numpy as np
+
+    from qconv.calibrate.histogram import TensorStats
+    from qconv.report.build import chart_histogram
+
+    # The captcha CRNN's LSTM cell products filled bins up to the histogram's last one; with
+    # 96-bar grouping the last group overran the end (96 edges for 96 bars: the chart crashed).
+    stats = TensorStats(256)
+    stats.update(np.linspace(-1, 1, 1001, dtype=np.float32))
+    for first in (0, 100, 311):
+        stats.counts[:] = 0
+        stats.counts[first:] = 1  # every bin from ``first`` to the very last one
+        chart = chart_histogram(stats)
+        assert len(chart.edges) == len(chart.counts) + 1
+        assert sum(chart.counts) == len(stats.counts) - first
+        assert chart.edges[0] == stats.bin_edges()[first]
+        assert chart.edges[-1] >= stats.bin_edges()[-1]

@@ -132,7 +132,8 @@ def chart_histogram(stats: TensorStats, bins: int = CHART_BINS) -> HistogramData
     counts = stats.counts[first:last]
     padded = np.append(counts, np.zeros((-len(counts)) % group, dtype=counts.dtype))
     grouped = padded.reshape(-1, group).sum(axis=1)
-    grouped_edges = edges[first : first + group * len(grouped) + 1 : group]
+    # the last group may run past the histogram's end: its edge is computed, not looked up
+    grouped_edges = edges[first] + np.arange(len(grouped) + 1) * group * stats.bin_width
     return HistogramData([float(e) for e in grouped_edges], [int(c) for c in grouped])
 
 
