@@ -24,7 +24,7 @@ EXIT_CODES_HELP = (
     "2 bad usage or bad input (one line naming the file, flag or tensor); "
     "3 a quality gate failed (model and report are still written); 130 interrupted; "
     "141 stdout closed early (outputs written); 143 terminated (SIGTERM, as from a CI "
-    "timeout; nothing written)."
+    "timeout)."
 )
 GATE_FAILED = 3
 TERMINATED = 143
@@ -70,10 +70,10 @@ def _handle_errors(command: Callable) -> Callable:
                 traceback.print_exc()
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
-            console.error("interrupted; no output was written")
+            console.error("interrupted; no model or report was written")
             sys.exit(130)
         except Terminated:
-            console.error("terminated; no output was written")
+            console.error("terminated; no model or report was written")
             sys.exit(TERMINATED)
         except BrokenPipeError:  # stdout closed early (| head): the files are written
             exit_closed_pipe()
@@ -102,7 +102,7 @@ class _OneLineUsageErrors(click.Group):
             click.echo(f"error: {exc.format_message()}{where}", err=True)
             sys.exit(exc.exit_code)
         except click.exceptions.Abort:
-            click.echo("error: interrupted; no output was written", err=True)
+            click.echo("error: interrupted; no model or report was written", err=True)
             sys.exit(130)
         if isinstance(result, int):  # ctx.exit(code), --help, --version
             sys.exit(result)
@@ -430,23 +430,30 @@ def quantize(
     )
     with console.progress() as progress:
         report = run_quantize(job, progress)
-    _render(console, report, as_json)
+    _render(console, report, as_json, _written(report.model.output_path, reports))
 
 
-def _render(console, report, as_json: bool) -> None:
-    """Print the report and turn failed gates into exit code 3."""
+def _written(model: str | None, reports: tuple[Path, ...] | list[Path]) -> str:
+    """What a run with failed gates still wrote, for the one-line message."""
+    files = (["the model"] if model else []) + (["the reports"] if reports else [])
+    return f"{' and '.join(files)} were written" if files else "nothing was written"
+
+
+def _render(console, report, as_json: bool, written: str) -> None:
+    """Print the report and turn failed gates into one line and exit code 3."""
     if as_json:
         from qconv.report.json_format import to_json
 
         console.print_text(to_json(report))
     else:
         console.report(report)
-    for gate in report.failed_gates:
-        console.error(
-            f"gate {gate.name} failed: measured {_fmt_gate(gate.value)}, limit {gate.threshold} "
-            f"({gate.detail}); the model and report were written"
-        )
     if report.failed_gates:
+        failures = "; ".join(
+            f"{gate.name} measured {_fmt_gate(gate.value)}, limit {gate.threshold + 0.0:g} "
+            f"({gate.detail})"
+            for gate in report.failed_gates
+        )
+        console.error(f"gate failed: {failures}; {written}")
         sys.exit(GATE_FAILED)
 
 
@@ -517,7 +524,7 @@ def compare(
     console = Console()
     with console.progress() as progress:
         report = run_compare(job, progress)
-    _render(console, report, as_json)
+    _render(console, report, as_json, _written(None, reports))
 
 
 @main.command(epilog=EXIT_CODES_HELP)
@@ -593,7 +600,7 @@ def analyze(
     console = Console(-1 if quiet else verbose)
     with console.progress() as progress:
         report = run_quantize(job, progress)
-    _render(console, report, as_json)
+    _render(console, report, as_json, _written(report.model.output_path, reports))
 
 
 def _exclusions(exclude: tuple[str, ...], exclude_from: tuple[str, ...]) -> tuple[str, ...]:

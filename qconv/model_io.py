@@ -280,8 +280,12 @@ class StagedOutputs:
 
     @contextlib.contextmanager
     def _beside(self, output: Path) -> Iterator[Path]:
+        if output.is_symlink():  # replace what the link points at, and keep the link
+            output = Path(os.path.realpath(output))
         try:
-            fd, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+            fd, name = tempfile.mkstemp(
+                prefix=_staging_prefix(output), suffix=".tmp", dir=output.parent
+            )
         except OSError as exc:
             raise _output_error(exc, output) from exc
         os.close(fd)
@@ -329,6 +333,15 @@ def _save_with_external_data(
             del tensor.external_data[:]
             tensor.ClearField("data_location")  # it held raw data, so it had no location
             tensor.raw_data = raw
+
+
+def _staging_prefix(output: Path) -> str:
+    """``.NAME.``, shortened so that the staged name (14 bytes longer) stays a legal one when
+    NAME is near the 255-byte limit of file names."""
+    name = output.name
+    while len(name.encode()) > 200:
+        name = name[:-1]
+    return f".{name}."
 
 
 def _file_mode(output: Path) -> int:

@@ -134,3 +134,22 @@ def test_tensor_sizes_come_from_the_feed_shapes():
 )
 def test_group_tensors(budget, expected):
     assert group_tensors(["a", "b", "c"], {"a": 100, "b": 100, "c": 150}, budget) == expected
+
+
+def test_a_file_that_is_not_a_cache_is_refused_not_replaced(tmp_path):
+    from qconv.errors import ConfigError
+
+    model = onnx.load(MODEL)
+    data = tmp_path / "mydata.npz"
+    np.savez(data, x=np.zeros(3), label=np.ones(3))
+    notes = tmp_path / "notes.npz"
+    notes.write_text("not numpy at all")
+    for path in (data, notes):
+        before = path.read_bytes()
+        with pytest.raises(ConfigError, match="is not a qconv statistics cache"):
+            quantize_model(model, reader(), QuantizeConfig(), cache=cache_for(path))
+        assert path.read_bytes() == before
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    quantize_model(model, reader(), QuantizeConfig(), cache=cache_for(empty))
+    assert empty.stat().st_size > 0  # an empty file is a cache never written: recomputed

@@ -209,7 +209,9 @@ def test_gates_pass_with_exit_0_and_fail_with_exit_3_still_writing_outputs(
         *quantize_args(workdir, *eval_args(workdir), gate, failing, "--report", str(report))
     )
     assert bad.exit_code == 3, bad.output
-    assert f"gate {gate.lstrip('-')} failed" in bad.stderr
+    (line,) = [line for line in bad.stderr.splitlines() if line.strip()]
+    assert line.startswith(f"error: gate failed: {gate.lstrip('-')} measured ")
+    assert line.endswith("; the model and the reports were written")
     assert (workdir / "out.onnx").is_file()
     written = json.loads(report.read_text())["gates"][0]
     assert written["passed"] is False and written["detail"] != "ok"
@@ -256,6 +258,16 @@ def test_config_file_with_an_unknown_key_is_refused(workdir):
     assert result.exit_code == 2
     assert "unknown key 'calibraton'" in result.stderr
     assert not (workdir / "out.onnx").exists()
+
+
+def test_an_accuracy_drop_equal_to_the_limit_passes_the_gate(workdir, monkeypatch):
+    from qconv.gates import Gates, evaluate_gates
+    from qconv.report.model import EvaluationSummary, Report
+
+    evaluation = EvaluationSummary("eval", 100, [], None, 1.0, 0.99)  # 1.0 - 0.99 > 0.01
+    report = Report("0", "0", "0", {}, None, None, evaluation=evaluation)
+    (gate,) = evaluate_gates(Gates(max_accuracy_drop=0.01), report)
+    assert gate.passed, gate
 
 
 @pytest.mark.parametrize(
@@ -375,7 +387,7 @@ def test_a_model_with_nothing_to_quantize_warns_and_fails_under_strict(workdir):
     assert any("NOTHING WAS QUANTIZED" in note for note in report["notes"])
     strict = invoke(*quantize_args(workdir, "--strict"))
     assert strict.exit_code == 3
-    assert "gate strict failed" in strict.stderr
+    assert "gate failed: strict measured 0" in strict.stderr
 
 
 def test_an_int8_model_that_would_be_larger_is_not_written(workdir):
@@ -441,7 +453,7 @@ def test_sigterm_removes_staged_outputs_and_exits_143(workdir, monkeypatch):
     monkeypatch.setattr("qconv.job.evaluate", killed)
     result = invoke(*quantize_args(workdir))
     assert result.exit_code == 143
-    assert "terminated; no output was written" in result.stderr
+    assert "terminated; no model or report was written" in result.stderr
     assert out.read_bytes() == b"earlier model"
     assert not [p for p in workdir.iterdir() if p.name.endswith(".tmp")]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -225,3 +225,22 @@ def test_external_data_outside_the_models_folder_is_named(tmp_path):
     onnx.save(model, tmp_path / "model" / "m.onnx")
     with pytest.raises(ModelError, match=r"\.\./w\.bin of tensor 'w' is outside the folder"):
         load_proto(tmp_path / "model" / "m.onnx")
+
+
+def test_an_output_that_is_a_symlink_replaces_its_target_and_stays_a_link(tmp_path):
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "model.onnx"
+    target.write_bytes(b"earlier")
+    link = tmp_path / "link.onnx"
+    link.symlink_to(target)
+    save_model(tiny_model(), link)
+    assert link.is_symlink()
+    assert onnx.load(target).graph.node[0].op_type == "MatMul"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.onnx", "real"]
+
+
+def test_a_file_name_near_the_length_limit_can_be_written(tmp_path):
+    output = tmp_path / ("m" * 250 + ".onnx")  # 255 bytes, the most a name may have
+    save_model(tiny_model(), output)
+    assert output.is_file()
+    assert [p.name for p in tmp_path.iterdir()] == [output.name]

@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 
 from qconv.calibrate.histogram import TensorStats
+from qconv.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class CalibrationCache:
         if not self.path.is_file():
             self.status = f"no cache at {self.path} yet"
             return None
+        _refuse_foreign(self.path)
         try:
             header, stats = _read(self.path)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
@@ -95,6 +97,26 @@ class CalibrationCache:
         write_bytes(self.path, buffer.getvalue())
         reason = f"{self.status}; " if self.status else ""
         self.status = f"{reason}statistics written to {self.path}"
+
+
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _refuse_foreign(path: Path) -> None:
+    """Refuse to treat as a stale cache, and so overwrite, a file that is not one: an .npz of
+    other arrays or any other file. An empty or truncated cache (a zip that breaks off) is
+    recomputed."""
+    with open(path, "rb") as handle:
+        head = handle.read(len(ZIP_MAGIC))
+    foreign = bool(head) and head != ZIP_MAGIC
+    if not foreign and head and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            foreign = "header.npy" not in archive.namelist()
+    if foreign:
+        raise ConfigError(
+            f"--calib-cache {path} is not a qconv statistics cache, and qconv will not replace it",
+            "give a new path or the path of an earlier cache",
+        )
 
 
 def _describe(name: str, tensor: TensorStats) -> dict[str, object]:
