@@ -48,6 +48,8 @@ def load_proto_and_files(path: Path) -> tuple[onnx.ModelProto, list[Path]]:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist", "check the path")
+    if path.stat().st_size == 0:
+        raise ModelError(f"model file {path} is empty", "re-export the model")
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeError, ValueError) as exc:

@@ -43,6 +43,12 @@ def test_opset_9_is_refused_with_a_conversion_hint(tmp_path):
     assert "version_converter" in info.value.hint
 
 
+def test_an_empty_model_file_is_called_empty(tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"")
+    with pytest.raises(ModelError, match=r"m\.onnx is empty"):
+        load_proto(tmp_path / "m.onnx")
+
+
 def test_checker_failure_is_a_model_error(tmp_path):
     model = tiny_model()
     model.graph.node[0].input[1] = "missing"

@@ -301,8 +301,10 @@ def test_short_names_keep_the_specific_end():
 
 
 def test_markdown_quotes_node_names_so_they_cannot_break_a_job_summary():
-    from qconv.report.markdown import _code, _text
+    from qconv.report.markdown import _code, _table, _text
 
+    rows = _table(["node", "detail"], [[_code("two\nlines|x"), "a\nb"]]).splitlines()
+    assert rows[2] == "| `two lines\\|x` | a b |"  # a name's line break would end the row
     assert _code("conv") == "`conv`"
     assert _code("flat`ten") == "``flat`ten``"
     assert _code("`edge") == "`` `edge ``"

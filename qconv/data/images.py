@@ -408,8 +408,10 @@ def _frame_problem(marker: int, body: bytes, state: _JpegState) -> str | None:
         return f"has {precision}-bit samples; only 8-bit JPEG is supported"
     if not any(height) or not any(width):
         return "has a zero image size in its JPEG frame header"
-    if body[5] not in (1, 3):
-        return f"has {body[5]} color components; only grayscale and 3-channel JPEG are supported"
+    if body[5] == 1:  # onnxruntime-extensions' DecodeImage reads its bytes as if they were RGB
+        return "is a grayscale JPEG, which the image decoder misreads (RGB JPEG and PNG are fine)"
+    if body[5] != 3:
+        return f"has {body[5]} color components; only 3-channel JPEG is supported"
     for i in range(body[5]):
         component, sampling, table = body[6 + 3 * i : 9 + 3 * i]
         if not (1 <= sampling >> 4 <= 4 and 1 <= sampling & 0xF <= 4) or table > 3:

@@ -172,8 +172,8 @@ def _fidelity_notes(evaluation: Evaluation | None) -> list[str]:
             continue
         notes.append(
             f"LOW FIDELITY: output {o.name!r} {measured}; the int8 model is probably unusable. "
-            "Per-channel weights (drop --per-tensor), --calibration auto, or --analyze then "
-            "--exclude-from usually help"
+            "Per-channel weights (if --per-tensor was given), --calibration auto, or --analyze "
+            "then --exclude-from usually help"
         )
     return notes
 

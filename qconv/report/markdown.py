@@ -25,8 +25,13 @@ def to_markdown(report: Report) -> str:
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """A table cell: a line break (legal in ONNX names) would end the row, a pipe the cell."""
+    return " ".join(text.splitlines()).replace("|", "\\|")
 
 
 def _code(name: str) -> str:

@@ -344,6 +344,18 @@ def test_jpeg_and_png_decode_alike(tmp_path):
     np.testing.assert_allclose(jpeg, png, atol=3)
 
 
+def test_a_grayscale_jpeg_is_refused_not_misread(tmp_path):
+    # onnxruntime-extensions' DecodeImage read one-channel JPEG bytes as three channels:
+    # pixels shifted in a period-3 pattern with bgr=true, an index error with bgr=false.
+    image = pytest.importorskip("PIL.Image")
+    gray = np.zeros((8, 8), np.uint8)
+    gray[2:6, 2:6] = 255
+    image.fromarray(gray, "L").save(tmp_path / "gray.jpg", quality=95)
+    with pytest.raises(DataError, match="is a grayscale JPEG") as info:
+        list(ImageFolderReader(tmp_path, [RGB8], Preprocess(bgr=True)))
+    assert "gray.jpg" in info.value.message
+
+
 def test_text_with_an_image_suffix_is_refused_on_open(classes):
     bad = write(classes / "cat" / "readme.png", b"hello, I am text")
     with pytest.raises(DataError) as info:
