@@ -117,6 +117,8 @@ def _quantize_and_report(
         max_memory=job.max_memory,
     )
     keep_float_if_larger(result, float_model)
+    if unlabelled := getattr(evaluation_reader, "unlabelled", None):
+        result.log.note(unlabelled)
     if is_synthetic(calibration):
         result.log.note(
             f"RANGES COME FROM RANDOM DATA ({job.data.calib}): fine for latency, meaningless "

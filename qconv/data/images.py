@@ -52,6 +52,8 @@ class ImageFolderReader:
         preprocess: How files become input tensors.
         classes: Class folder names in label order, or None when the folder is not laid out
             one sub-folder per class.
+        unlabelled: Why a folder with class folders gives no labels (images elsewhere too),
+            or None.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class ImageFolderReader:
         for file in self._files:
             _check_header(file)
         self.classes = _classes(self.path, self._files)
+        self.unlabelled = _unlabelled(self.path, self._files)
         self._all_labels = _labels(self.path, self._files, self.classes)
         self._batch = self._batch_size(batch_size)
         self._index = self._trimmed(_subset(len(self._files), samples))
@@ -260,6 +263,19 @@ def _classes(root: Path, files: list[Path]) -> list[str] | None:
     if depths != {2}:
         return None
     return sorted({file.relative_to(root).parts[0] for file in files})
+
+
+def _unlabelled(root: Path, files: list[Path]) -> str | None:
+    """Why a folder with images in class folders still has no labels: images elsewhere too
+    (fine for calibration, where labels do not matter, but worth saying for evaluation)."""
+    depths = {len(file.relative_to(root).parts) for file in files}
+    if 2 not in depths or len(depths) == 1:
+        return None
+    stray = next(file for file in files if len(file.relative_to(root).parts) != 2)
+    return (
+        f"NO LABELS: {root} has images in class folders and elsewhere ({stray}), so it gives "
+        "no labels; put every image in a class folder directly under it to measure accuracy"
+    )
 
 
 def _labels(root: Path, files: list[Path], classes: list[str] | None) -> np.ndarray | None:

@@ -311,6 +311,10 @@ def test_images_at_several_depths_have_no_labels(tmp_path):
     reader = ImageFolderReader(tmp_path, [RGB8], Preprocess())
     assert reader.classes is None and reader.labels() is None
     assert reds(reader) == [1, 2]
+    assert "a.png" in reader.unlabelled  # a stray image beside class folders: said, for eval
+    flat = tmp_path / "flat"
+    write(flat / "x.png", png_bytes(solid(8, 8, (1, 1, 1))))
+    assert ImageFolderReader(flat, [RGB8], Preprocess()).unlabelled is None
 
 
 def test_samples_pick_the_same_seeded_subset(classes):
