@@ -449,7 +449,7 @@ def _render(console, report, as_json: bool, written: str) -> None:
         console.report(report)
     if report.failed_gates:
         failures = "; ".join(
-            f"{gate.name} measured {_fmt_gate(gate.value)}, limit {gate.threshold + 0.0:g} "
+            f"{gate.name} measured {_fmt_gate(gate.value)}, limit {gate.threshold:g} "
             f"({gate.detail})"
             for gate in report.failed_gates
         )

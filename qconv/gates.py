@@ -31,8 +31,12 @@ class Gates:
     min_speedup: float | None = None
     strict: bool = False
 
-    @property
-    def any(self) -> bool:
+    def __post_init__(self) -> None:
+        for name in ("max_accuracy_drop", "min_agreement", "min_sqnr", "min_speedup"):
+            value = getattr(self, name)
+            if value is not None:  # -0 would be shown as "-0" in every report
+                object.__setattr__(self, name, value + 0.0)
+
         return any(
             v is not None
             for v in (self.max_accuracy_drop, self.min_agreement, self.min_sqnr, self.min_speedup)

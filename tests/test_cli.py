@@ -268,6 +268,7 @@ def test_an_accuracy_drop_equal_to_the_limit_passes_the_gate(workdir, monkeypatc
     report = Report("0", "0", "0", {}, None, None, evaluation=evaluation)
     (gate,) = evaluate_gates(Gates(max_accuracy_drop=0.01), report)
     assert gate.passed, gate
+    assert f"{Gates(max_accuracy_drop=-0.0).max_accuracy_drop:g}" == "0"  # not "-0"
 
 
 @pytest.mark.parametrize(
