@@ -581,3 +581,22 @@ def test_class_index_and_mask_outputs_are_judged_by_exact_match(tmp_path):
     assert gate["value"] == outputs["logits"]["sqnr_db"]
     assert "(output 'logits')" in gate["detail"]
     assert "exact match" in result.stdout
+
+
+def test_importing_qconv_writes_nothing_to_stderr_where_home_is_not_writable(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "home-is-a-file"
+    home.write_text("")  # onnxruntime cannot keep its telemetry ID here and warns on import
+    script = "import qconv.runtime, sys; print('after', file=sys.stderr)"
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0
+    assert done.stderr == "after\n"  # muted during the import only
