@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import logging
 import os
 import tempfile
@@ -284,9 +285,10 @@ class StagedOutputs:
     def _beside(self, output: Path) -> Iterator[Path]:
         if output.is_symlink():  # replace what the link points at, and keep the link
             output = Path(os.path.realpath(output))
+        _remove_orphans(output)
         try:
             fd, name = tempfile.mkstemp(
-                prefix=_staging_prefix(output), suffix=".tmp", dir=output.parent
+                prefix=f"{_staging_prefix(output)}{os.getpid()}.", suffix=".tmp", dir=output.parent
             )
         except OSError as exc:
             raise _output_error(exc, output) from exc
@@ -338,12 +340,33 @@ def _save_with_external_data(
 
 
 def _staging_prefix(output: Path) -> str:
-    """``.NAME.``, shortened so that the staged name (14 bytes longer) stays a legal one when
-    NAME is near the 255-byte limit of file names."""
+    """``.NAME.``, shortened so that the staged name (``.NAME.PID.XXXXXXXX.tmp``) stays a legal
+    one when NAME is near the 255-byte limit of file names."""
     name = output.name
     while len(name.encode()) > 200:
         name = name[:-1]
     return f".{name}."
+
+
+def _remove_orphans(output: Path) -> None:
+    """Remove files staged for ``output`` by runs that no longer exist (killed with SIGKILL,
+    which leaves no chance to clean up); a live run's files, another user's, stay."""
+    prefix = _staging_prefix(output)
+    for staged in output.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid = staged.name[len(prefix) :].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                staged.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to someone else
+        return True
+    return True
 
 
 def _file_mode(output: Path) -> int:

@@ -250,3 +250,19 @@ def test_a_file_name_near_the_length_limit_can_be_written(tmp_path):
     save_model(tiny_model(), output)
     assert output.is_file()
     assert [p.name for p in tmp_path.iterdir()] == [output.name]
+
+
+def test_files_staged_by_a_killed_run_are_removed_by_the_next_one(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    assert dead.wait() == 0
+    orphan = tmp_path / f".big.onnx.{dead.pid}.abcd1234.tmp"  # left by SIGKILL
+    live = tmp_path / f".big.onnx.{os.getpid()}.efgh5678.tmp"  # a run staging right now
+    for path in (orphan, live):
+        path.write_bytes(b"partial")
+    save_model(tiny_model(), tmp_path / "big.onnx")
+    assert not orphan.exists()
+    assert live.exists()
+    assert (tmp_path / "big.onnx").is_file()
