@@ -37,11 +37,6 @@ class Gates:
             if value is not None:  # -0 would be shown as "-0" in every report
                 object.__setattr__(self, name, value + 0.0)
 
-        return any(
-            v is not None
-            for v in (self.max_accuracy_drop, self.min_agreement, self.min_sqnr, self.min_speedup)
-        )
-
     def check_inputs(self, has_labels: bool, measures_latency: bool) -> None:
         """Refuse gates the run could not evaluate, or limits out of range, before any work."""
         self._check_limits()
