@@ -12,6 +12,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -40,10 +41,6 @@ class OutputFidelity:
     sqnr_db: float | None
     max_abs_error: float
     exact_match: float | None = None
-
-    @property
-    def discrete(self) -> bool:
-        return self.exact_match is not None
 
 
 @dataclass
@@ -111,14 +108,14 @@ class Evaluation:
 
 
 def evaluate(
-    float_model: onnx.ModelProto,
-    int8_model: onnx.ModelProto,
+    float_model: onnx.ModelProto | Path,
+    int8_model: onnx.ModelProto | Path,
     reader: DataReader,
     *,
     threads: int | None = None,
     on_batch: ProgressCallback | None = None,
 ) -> Evaluation:
-    """Run both models over ``reader`` and compare their outputs."""
+    """Run both models (protobufs or files) over ``reader`` and compare their outputs."""
     float_session = create_session(float_model, threads=threads)
     int8_session = create_session(int8_model, threads=threads)
     names = [o.name for o in float_session.get_outputs()]
@@ -178,7 +175,7 @@ class Latency:
 
 
 def measure_latency(
-    models: dict[str, onnx.ModelProto],
+    models: dict[str, onnx.ModelProto | Path],
     feed: Feed,
     *,
     threads: int = 1,
@@ -299,7 +296,6 @@ def profile_ops(
     """
     import json
     import tempfile
-    from pathlib import Path
 
     with tempfile.TemporaryDirectory(prefix="qconv-profile-") as folder:
         session = create_session(

@@ -85,11 +85,9 @@ def evaluate_gates(gates: Gates, report: Report) -> list[GateResult]:
 
 def _min_sqnr(limit: float, report: Report) -> GateResult:
     """The worst float output's SQNR (integer and boolean outputs have none), named."""
-    outputs = report.evaluation.outputs if report.evaluation else []
-    measured = [o for o in outputs if o.sqnr_db is not None]
-    if not measured:
+    worst = report.evaluation.worst_float_output() if report.evaluation else None
+    if worst is None:
         return GateResult("min-sqnr", limit, None, False, "not measured (no float output)")
-    worst = min(measured, key=lambda o: o.sqnr_db)
     result = _lower("min-sqnr", limit, worst.sqnr_db)
     result.detail += f" (output {worst.name!r})"
     return result

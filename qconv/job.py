@@ -35,7 +35,6 @@ from qconv.report.model import (
     SensitivityEntry,
     SensitivitySummary,
 )
-from qconv.runtime import create_session
 
 log = logging.getLogger(__name__)
 
@@ -354,8 +353,6 @@ def run_compare(job: CompareJob, progress: Progress | None = None) -> Report:
     specs = input_specs(float_model)
     _check_same_interface(specs, input_specs(int8_model), job)
     _check_same_outputs(float_model, int8_model, job)
-    for path in (job.float_model, job.int8_model):
-        create_session(path)  # an op onnxruntime cannot run is named with its model's path
     reader = open_reader(
         job.data.eval,
         specs,
@@ -366,9 +363,10 @@ def run_compare(job: CompareJob, progress: Progress | None = None) -> Report:
         shapes=dict(job.data.shapes),
     )
     job.gates.check_inputs(reader.labels() is not None, job.latency_runs > 0)
+    # Sessions from the paths: an op onnxruntime cannot run is named with its model's file.
     evaluation = evaluate(
-        float_model,
-        int8_model,
+        job.float_model,
+        job.int8_model,
         reader,
         threads=job.threads,
         on_batch=progress.step("evaluating", reader.num_batches),
@@ -376,7 +374,7 @@ def run_compare(job: CompareJob, progress: Progress | None = None) -> Report:
     latency = None
     if job.latency_runs:
         latency = measure_latency(
-            {"float": float_model, "int8": int8_model},
+            {"float": job.float_model, "int8": job.int8_model},
             first_sample(reader, specs),
             threads=job.threads or 1,
             runs=job.latency_runs,

@@ -99,15 +99,15 @@ def _load_external_data(proto: onnx.ModelProto, path: Path) -> list[Path]:
 def _all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
     """Initializers and tensor attributes (Constant values, ...) of ``graph`` and subgraphs."""
     yield from graph.initializer
-    for node in graph.node:
+    for node in all_nodes(graph):
         for attribute in node.attribute:
             if attribute.HasField("t"):
                 yield attribute.t
             yield from attribute.tensors
             if attribute.HasField("g"):
-                yield from _all_tensors(attribute.g)
+                yield from attribute.g.initializer
             for subgraph in attribute.graphs:
-                yield from _all_tensors(subgraph)
+                yield from subgraph.initializer
 
 
 def all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:

@@ -129,8 +129,7 @@ def quantize_model(
             "models up to 2 GiB (onnxruntime gets them serialized, which protobuf caps at 2 GiB)",
             "quantize a smaller export, for example one part of the model at a time",
         )
-    model, decisions = _prepare_checked(float_model, config, calibration, threads)
-    prepared = ir.to_proto(model)
+    model, prepared, decisions = _prepare_checked(float_model, config, calibration, threads)
     plan = make_plan(model, config)
     if config.runtime_tuning and mark_small_islands(plan):
         plan = make_plan(model, config)
@@ -196,9 +195,9 @@ def _prepare_checked(
     config: QuantizeConfig,
     calibration: DataReader,
     threads: int | None,
-) -> tuple[ir.Model, DecisionLog]:
-    """The prepared float model, checked to compute the original's outputs on a calibration
-    batch (see :mod:`qconv.equivalence`).
+) -> tuple[ir.Model, onnx.ModelProto, DecisionLog]:
+    """The prepared float model (and its protobuf), checked to compute the original's outputs
+    on a calibration batch (see :mod:`qconv.equivalence`).
 
     When it does not, preparation is repeated with less: without the conversion to opset 13
     (weights are then per tensor), then also without the rewrites that ``--no-fuse`` skips;
@@ -210,30 +209,33 @@ def _prepare_checked(
     feed = next(iter(calibration))
     expected = equivalence.reference(float_model, feed, threads)
 
-    def attempt(attempt_config: QuantizeConfig, upgrade: bool) -> tuple[ir.Model, DecisionLog, str]:
+    def attempt(
+        attempt_config: QuantizeConfig, upgrade: bool
+    ) -> tuple[ir.Model, onnx.ModelProto, DecisionLog, str]:
         decisions = DecisionLog()
         model = prepare(ir.from_proto(float_model), attempt_config, decisions, upgrade)
+        proto = ir.to_proto(model)
         if expected is None:
-            return model, decisions, ""
-        outputs = equivalence.run(ir.to_proto(model), feed, threads)
-        return model, decisions, equivalence.mismatch(expected, outputs) or ""
+            return model, proto, decisions, ""
+        outputs = equivalence.run(proto, feed, threads)
+        return model, proto, decisions, equivalence.mismatch(expected, outputs) or ""
 
-    model, decisions, problem = attempt(config, upgrade=True)
+    model, proto, decisions, problem = attempt(config, upgrade=True)
     if expected is None:
         decisions.note("preparation not checked: the model's outputs vary between runs")
     if not problem:
-        return model, decisions
+        return model, proto, decisions
     opset = default_opset(float_model)
     converted = model.opset_imports.get("", opset) != opset
     if converted:
-        model, decisions, still = attempt(config, upgrade=False)
+        model, proto, decisions, still = attempt(config, upgrade=False)
         if not still:
             decisions.note(
                 f"opset {opset} kept, weights per tensor: the conversion to opset 13 changed "
                 f"the model's outputs on a calibration batch ({problem})"
             )
-            return model, decisions
-    model, decisions, still = attempt(replace(config, fuse=False), upgrade=False)
+            return model, proto, decisions
+    model, proto, decisions, still = attempt(replace(config, fuse=False), upgrade=False)
     if still:
         raise VerificationError(
             "the prepared float model computes other outputs than the original even without "
@@ -243,7 +245,7 @@ def _prepare_checked(
         "prepared as with --no-fuse: the float-graph rewrites changed the model's outputs on a "
         f"calibration batch ({problem}); a qconv bug, please report it"
     )
-    return model, decisions
+    return model, proto, decisions
 
 
 def keep_float_if_larger(result: QuantizationResult, float_model: onnx.ModelProto) -> bool:

@@ -258,8 +258,13 @@ def _read(file: Path) -> bytes:
         raise cannot_read(file, exc) from exc
 
 
+def _depth(root: Path, file: Path) -> int:
+    """1 for a file directly in ``root``, 2 for one in a sub-folder (a class folder), ..."""
+    return len(file.relative_to(root).parts)
+
+
 def _classes(root: Path, files: list[Path]) -> list[str] | None:
-    depths = {len(file.relative_to(root).parts) for file in files}
+    depths = {_depth(root, file) for file in files}
     if depths != {2}:
         return None
     return sorted({file.relative_to(root).parts[0] for file in files})
@@ -268,10 +273,10 @@ def _classes(root: Path, files: list[Path]) -> list[str] | None:
 def _unlabelled(root: Path, files: list[Path]) -> str | None:
     """Why a folder with images in class folders still has no labels: images elsewhere too
     (fine for calibration, where labels do not matter, but worth saying for evaluation)."""
-    depths = {len(file.relative_to(root).parts) for file in files}
+    depths = {_depth(root, file) for file in files}
     if 2 not in depths or len(depths) == 1:
         return None
-    stray = next(file for file in files if len(file.relative_to(root).parts) != 2)
+    stray = next(file for file in files if _depth(root, file) != 2)
     return (
         f"NO LABELS: {root} has images in class folders and elsewhere ({stray}), so it gives "
         "no labels; put every image in a class folder directly under it to measure accuracy"

@@ -24,6 +24,7 @@ import onnx_ir as ir
 from onnx import version_converter
 
 from qconv.decisions import DecisionLog
+from qconv.errors import first_line
 from qconv.model_io import all_nodes
 
 PASS = "upgrade_opset"
@@ -47,7 +48,7 @@ class UpgradeOpsetPass(ir.passes.InPlacePass):
                 _keep_opset_10_resize(converted.graph)
             onnx.checker.check_model(converted)
         except Exception as exc:  # the converter raises several types; keep the model as is
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc)
             self.decisions.refused(PASS, (), f"opset {opset} kept: conversion failed ({reason})")
             return ir.passes.PassResult(model, False)
         detail = f"opset {opset} -> {PER_CHANNEL_OPSET}, so weights can have per-channel scales"

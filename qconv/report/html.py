@@ -252,8 +252,7 @@ def _evaluation_cards(ev: EvaluationSummary | None) -> list[Html]:
         detail = "int8 and float pick the same class"
         value = _metric(f"{ev.top1_agreement:.2%}", "top1-agreement")
         cards.append(_card("Top-1 agreement", value, detail, key="agreement"))
-    if measured := [o for o in ev.outputs if o.sqnr_db is not None]:
-        worst = min(measured, key=lambda o: o.sqnr_db)
+    if worst := ev.worst_float_output():
         detail = f"worst output {worst.name}: cosine {worst.cosine:.5f}"
         value = _metric(f"{_num(worst.sqnr_db, '.1f')} dB", "output-sqnr")
         cards.append(_card("Output SQNR", value, detail, key="fidelity"))

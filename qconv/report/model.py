@@ -148,6 +148,11 @@ class EvaluationSummary:
     float_accuracy: float | None
     int8_accuracy: float | None
 
+    def worst_float_output(self) -> OutputEntry | None:
+        """The float output with the lowest SQNR (integer and boolean outputs have none)."""
+        measured = [o for o in self.outputs if o.sqnr_db is not None]
+        return min(measured, key=lambda o: o.sqnr_db) if measured else None
+
 
 @dataclass
 class LatencySummary:
