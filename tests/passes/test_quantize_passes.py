@@ -11,7 +11,7 @@ import pytest
 
 from qconv.calibrate.collect import collect_statistics
 from qconv.calibrate.params import activation_params, tensor_ranges
-from qconv.config import PerTensor, QuantizeConfig
+from qconv.config import QuantizeConfig
 from qconv.decisions import Reason
 from qconv.passes.insert_qdq import InsertQDQPass
 from qconv.passes.to_qoperator import ToQOperatorPass
@@ -296,35 +296,3 @@ def test_qoperator_refuses_int8_activations_with_uint8_weights():
             activation_type=QuantType.INT8,
             weight_type=QuantType.UINT8,
         )
-
-
-def test_below_opset_12_a_hardswish_add_and_clip_run_as_an_add_not_a_clip_on_integers():
-    # Clip-11 takes floats only: "x + 3 then Clip(0, 6)" cannot be a Clip on uint8 there.
-    text = """
-    <ir_version: 7, opset_import: ["" : 11]>
-    g (float[N, 3, 8, 8] x) => (float[N, 8, 8, 8] y) {
-        c = Conv <pads = [1, 1, 1, 1]> (x, W, B)
-        a = Add (c, three)
-        r = Clip (a, zero, six)
-        m = Mul (c, r)
-        y = Div (m, six)
-    }
-    """
-    r = rng()
-    arrays = {
-        "W": r.normal(0, 0.4, (8, 3, 3, 3)).astype(np.float32),
-        "B": r.normal(0, 0.1, 8).astype(np.float32),
-        "three": np.array(3.0, np.float32),
-        "zero": np.array(0.0, np.float32),
-        "six": np.array(6.0, np.float32),
-    }
-    model = make_model(text, arrays)
-    config = QuantizeConfig(weight_granularity=PerTensor(), float_stem=False)
-    from qconv.quantize import quantize_model
-
-    result = quantize_model(model, Batches(feeds()), config)
-    reasons = {d.op_type: d.reason for d in result.decisions}
-    assert reasons["Add"] is Reason.QUANTIZED and reasons["Clip"] is Reason.ACTIVATION_FOLDED
-    assert "Clip" not in op_types(result.model)
-    x = feeds(1)[0]
-    assert sqnr_db(run(model, x)[0], run(result.model, x)[0]) > 25

@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 
 from qconv.analyze import SWITCH_INPUT, switchable_model
-from qconv.config import QuantFormat, QuantizeConfig
+from qconv.config import PerTensor, QuantFormat, QuantizeConfig
 from qconv.decisions import Reason
 from qconv.evaluate import tensor_fidelity
 from qconv.qparams import sqnr_db
@@ -36,10 +36,10 @@ g (float[N, 3, 8, 8] x) => (float[N, 4, 8, 8] y) {
 """
 
 
-def hard_swish_model() -> onnx.ModelProto:
+def hard_swish_model(opset: int = 13) -> onnx.ModelProto:
     r = rng()
     return make_model(
-        HARD_SWISH,
+        HARD_SWISH.replace('"" : 13', f'"" : {opset}'),
         {
             "W1": r.normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32),
             "B1": r.normal(0, 0.1, 4).astype(np.float32),
@@ -195,3 +195,15 @@ def test_an_offset_smaller_than_a_step_stays_an_integer_add():
         (expected,) = run(model, feed)
         (actual,) = run(result.model, feed)
         assert sqnr_db(expected, actual) > 30
+
+
+def test_below_opset_12_a_hardswish_add_and_clip_run_as_an_add_not_a_clip_on_integers():
+    # Clip-11 takes floats only: "x + 3 then Clip(0, 6)" cannot be a Clip on uint8 there.
+    model = hard_swish_model(opset=11)
+    config = QuantizeConfig(weight_granularity=PerTensor(), float_stem=False)
+    result = quantize_model(model, Batches(feeds(8)), config)
+    reasons = {d.op_type: d.reason for d in result.decisions}
+    assert reasons["Add"] is Reason.QUANTIZED and reasons["Clip"] is Reason.ACTIVATION_FOLDED
+    assert "Clip" not in [node.op_type for node in result.model.graph.node]
+    x = feeds(1)[0]
+    assert sqnr_db(run(model, x)[0], run(result.model, x)[0]) > 25
