@@ -35,6 +35,7 @@ import onnx_ir as ir
 
 from qconv.config import PerTensor, QuantizeConfig
 from qconv.decisions import NodeDecision, Reason
+from qconv.passes import pool_as_conv
 from qconv.passes._graph import constant_array, excluded, node_name, single_consumer
 from qconv.passes.float_stem import kept_float
 
@@ -498,7 +499,7 @@ class _Planner:
             if self._role(node) is Role.RESCALE:
                 detail = f"removed: its input's scale is multiplied by {_factor(node):.6g}"
                 return NodeDecision(name, node.op_type, Reason.SCALE_FOLDED, detail)
-            return NodeDecision(name, node.op_type, Reason.QUANTIZED, node.meta.get(OWN_SCALE, ""))
+            return NodeDecision(name, node.op_type, Reason.QUANTIZED, _quantized_detail(node))
         if node in self.refusals:
             reason, detail = self.refusals[node]
             if runs_as := node.meta.get(RUNS_AS):
@@ -511,6 +512,13 @@ class _Planner:
         if node.op_type == "Pad" and node.inputs[0].is_graph_input():
             detail = "pads the float input (quantized right after it)"
         return NodeDecision(name, node.op_type, Reason.NO_QUANTIZED_NEIGHBOUR, detail)
+
+
+def _quantized_detail(node: ir.Node) -> str:
+    if node.op_type == "AveragePool":
+        why_not = pool_as_conv.refusal(node)
+        return pool_as_conv.DETAIL if why_not is None else f"runs as an integer pool: {why_not}"
+    return node.meta.get(OWN_SCALE, "")
 
 
 def _role(node: ir.Node) -> Role | None:

@@ -41,6 +41,7 @@ from qconv.passes._graph import Namer
 from qconv.passes.compact import CompactPass
 from qconv.passes.float_stem import KEPT_FLOAT
 from qconv.passes.insert_qdq import InsertQDQPass, QuantizedConstant
+from qconv.passes.pool_as_conv import PoolAsConvPass
 from qconv.plan import OWN_SCALE, RUNS_AS, QuantizationPlan, make_plan
 from qconv.runtime import create_session
 
@@ -158,8 +159,7 @@ def quantize_model(
     plan, ranges = _settle_offsets(model, config, plan, stats)
     if config.runtime_tuning and (replanned := _tuned_plan(model, config, plan, stats, decisions)):
         plan, ranges = _settle_offsets(model, config, replanned, stats)
-    rewrite = InsertQDQPass(plan, activation_params(plan, ranges), config, decisions)
-    rewrite(model)
+    rewrite = _rewrite(model, plan, ranges, config, decisions)
     qdq_model = ir.to_proto(model)
     if config.format is QuantFormat.QOPERATOR:
         from qconv.passes.to_qoperator import ToQOperatorPass
@@ -188,6 +188,21 @@ def quantize_model(
         rescaled=rewrite.rescaled,
         offsets=rewrite.offsets,
     )
+
+
+def _rewrite(
+    model: ir.Model,
+    plan: QuantizationPlan,
+    ranges: dict[str, TensorRange],
+    config: QuantizeConfig,
+    decisions: DecisionLog,
+) -> InsertQDQPass:
+    """Apply ``plan`` to ``model`` in QDQ form (see :mod:`qconv.passes.insert_qdq`), with
+    average pools onnxruntime would run slowly on integers as depthwise convolutions."""
+    rewrite = InsertQDQPass(plan, activation_params(plan, ranges), config, decisions)
+    rewrite(model)
+    PoolAsConvPass()(model)
+    return rewrite
 
 
 def _prepare_checked(
@@ -332,7 +347,7 @@ def _follow_onnxruntime(
     probe = model.clone()
     nodes = _name_probe_nodes(model, probe)
     probe_plan, ranges = _settle_offsets(probe, config, make_plan(probe, config), stats)
-    InsertQDQPass(probe_plan, activation_params(probe_plan, ranges), config, DecisionLog())(probe)
+    _rewrite(probe, probe_plan, ranges, config, DecisionLog())
     findings = runtime_findings(ir.to_proto(probe))
     for name, kernel in findings.integer_kernels.items():
         nodes[name].meta[RUNS_AS] = kernel
