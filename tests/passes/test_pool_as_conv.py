@@ -7,7 +7,7 @@ import onnx
 import onnx_ir as ir
 import pytest
 
-from qconv.config import QuantizeConfig
+from qconv.config import QuantFormat, QuantizeConfig
 from qconv.passes.pool_as_conv import DETAIL, PoolAsConvPass, refusal
 from qconv.quantize import quantize_model
 from qconv.runtime import create_session, optimized_model
@@ -100,7 +100,8 @@ g (float[N, 3, 16, 16] x) => (float[N, 8, 8, 8] y) {
 """
 
 
-def test_quantize_model_writes_the_pool_as_a_conv_and_says_so():
+@pytest.mark.parametrize("fmt", list(QuantFormat))
+def test_quantize_model_writes_the_pool_as_a_conv_and_says_so(fmt):
     r = rng()
     model = make_model(
         FLOAT_MODEL,
@@ -114,12 +115,13 @@ def test_quantize_model_writes_the_pool_as_a_conv_and_says_so():
     for node in model.graph.node:
         node.name = f"{node.op_type}_{node.output[0]}"
     feeds = [{"x": r.normal(0, 1, (2, 3, 16, 16)).astype(np.float32)} for _ in range(4)]
-    config = QuantizeConfig(float_stem=False, runtime_tuning=False)
+    config = QuantizeConfig(format=fmt, float_stem=False, runtime_tuning=False)
     result = quantize_model(model, Batches(feeds), config)
     pool = next(d for d in result.decisions if d.op_type == "AveragePool")
     assert pool.reason.quantized and pool.detail == DETAIL
-    assert "AveragePool" not in op_types(result.model)
-    assert pool.node in {n.name for n in result.model.graph.node if n.op_type == "Conv"}
+    kernels = {n.name: n.op_type for n in result.model.graph.node}
+    assert kernels[pool.node] == ("QLinearConv" if fmt is QuantFormat.QOPERATOR else "Conv")
+    assert "AveragePool" not in kernels.values() and "QLinearAveragePool" not in kernels.values()
     reference, approx = run(model, feeds[0])[0], run(result.model, feeds[0])[0]
     error = np.linalg.norm(reference - approx) / np.linalg.norm(reference)
     assert error < 0.02
