@@ -10,8 +10,9 @@ first convolutions that run faster in float (a light first layer, then light Con
 layers), HardSigmoid and HardSwish (elsewhere) written out in ops with integer forms, a
 topological sort and shape inference (the plan needs dtypes), then padding of depthwise
 convolutions to channel counts onnxruntime's int8 kernel runs fast (it needs the inferred
-shapes). Rewriting runs after calibration: Q/DQ insertion, then optionally conversion to
-QOperator form.
+shapes). Rewriting runs after calibration: Q/DQ insertion, average pools that would run on
+integers turned into depthwise convolutions (onnxruntime's integer pool is slow), then optionally
+conversion to QOperator form.
 """
 
 from __future__ import annotations
