@@ -143,6 +143,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
         q.outputs[0].shape = value.shape
         self._quantized[value] = q.outputs[0]
         dq.outputs[0].name = f"{base}_dq"
+        _name_after_output(self.namer, q, dq)
         self.dequantized[float_name] = dq.outputs[0].name
         if value in self._bounds:
             self.folded_bounds[dq.outputs[0].name] = self._bounds[value]
@@ -244,6 +245,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
         scale, zero = self._qparam_initializers(self.main, self.namer.fresh("qa"), qp)
         dq = ir.node("DequantizeLinear", [integers, scale, zero])
         dq.outputs[0].name = self.namer.fresh(f"{scale.name[:-2]}_dq")
+        _name_after_output(self.namer, dq)
         dq.outputs[0].type = value.type
         dq.outputs[0].shape = value.shape
         node = value.producer()
@@ -276,6 +278,7 @@ class InsertQDQPass(ir.passes.InPlacePass):
         attributes = {"axis": qp.axis} if qp.axis is not None else {}
         dq = ir.node("DequantizeLinear", inputs, attributes=attributes)
         dq.outputs[0].name = self.namer.fresh(f"{inputs[0].name[:-2]}_dq")
+        _name_after_output(self.namer, dq)
         dq.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
         dq.outputs[0].shape = ir.Shape(inputs[0].shape)
         spec.node.replace_input_with(spec.index, dq.outputs[0])
@@ -335,6 +338,14 @@ class InsertQDQPass(ir.passes.InPlacePass):
         scale = qb.scale if axis is not None else np.float32(qb.scale.reshape(-1)[0])
         zero = zero if axis is not None else np.int32(0)
         return qb.values, QuantParams(np.asarray(scale), np.asarray(zero), weight_qp.qtype, axis)
+
+
+def _name_after_output(namer: Namer, *nodes: ir.Node) -> None:
+    """Name each conversion after its output (unique among node names too): onnx-ir would
+    otherwise give it a long name (``node_DequantizeLinear_112``), bytes that count on small
+    models."""
+    for node in nodes:
+        node.name = namer.fresh(node.outputs[0].name)
 
 
 def _scaled_offset(offset: Offset, factor: float) -> Offset:

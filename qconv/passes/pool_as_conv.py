@@ -108,6 +108,7 @@ class PoolAsConvPass(ir.passes.InPlacePass):
         )
         dequantize = ir.node("DequantizeLinear", [weights, scale])
         dequantize.outputs[0].name = namer.fresh(f"{base}_dq")
+        dequantize.name = namer.fresh(f"{base}_dq")
         dequantize.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
         dequantize.outputs[0].shape = ir.Shape([channels, 1, *kernel])
         conv = ir.node(
