@@ -284,7 +284,7 @@ def _group_fidelity(
 
 
 def profile_ops(
-    model: onnx.ModelProto, feed: Feed, *, threads: int = 1, runs: int = 21
+    model: onnx.ModelProto | Path, feed: Feed, *, threads: int = 1, runs: int = 21
 ) -> dict[str, float]:
     """Milliseconds per run spent in each op type, from onnxruntime's profiler.
 

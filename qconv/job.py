@@ -125,13 +125,6 @@ def _quantize_and_report(
         )
     if job.output is not None:
         staged.add_model(result.model, job.output)
-    evaluation = evaluate(
-        float_model,
-        result.model,
-        evaluation_reader,
-        threads=job.threads,
-        on_batch=progress.step("evaluating", evaluation_reader.num_batches),
-    )
     fidelity = tensor_fidelity(
         result.prepared,
         result.qdq_model,
@@ -140,9 +133,20 @@ def _quantize_and_report(
         threads=job.threads,
         max_memory=job.max_memory,
     )
+    if not job.analyze:  # nothing reads them any more: free two copies of the weights
+        result.prepared = result.qdq_model = None
+    # The float model's sessions read its file (job.model is what float_model was loaded
+    # from): onnxruntime maps external weights instead of copying the serialized model.
+    evaluation = evaluate(
+        job.model,
+        result.model,
+        evaluation_reader,
+        threads=job.threads,
+        on_batch=progress.step("evaluating", evaluation_reader.num_batches),
+    )
     latency, profiles = None, None
     if job.latency_runs:
-        models = {"float": float_model, "int8": result.model}
+        models = {"float": job.model, "int8": result.model}
         feed = first_sample(evaluation_reader, specs)
         latency = measure_latency(
             models,

@@ -308,35 +308,143 @@ def _save_with_external_data(
     """Write ``proto`` to ``model_file`` with its large tensors in ``data_file``, referenced as
     ``data_name`` (the data file's final name, beside the model).
 
-    ``onnx.save_model`` would rewrite ``proto`` itself into external-data form (every later
-    session built from it would look for the data file) and refuses a data file that exists;
-    here each tensor's bytes are moved out for the write and put back after it.
+    ``proto`` is left untouched: the model file is written from a copy that holds everything
+    but the large tensors' bytes. (Moving the bytes out of ``proto`` and back would leave a
+    dead copy of them behind: protobuf's arena frees nothing before the message goes.)
     """
-    moved: list[tuple[onnx.TensorProto, bytes]] = []
+    with open(data_file, "wb") as data:
+
+        def write(raw: bytes) -> int:
+            data.seek(-data.tell() % EXTERNAL_DATA_ALIGNMENT, os.SEEK_CUR)
+            offset = data.tell()
+            data.write(raw)
+            return offset
+
+        skeleton = _external_skeleton(proto, write, data_name)
+    model_file.write_bytes(skeleton.SerializeToString())
+
+
+def tensor_nbytes(tensor: onnx.TensorProto) -> int:
+    """Bytes of a tensor's ``raw_data`` from its shape and type (reading ``raw_data`` copies it)."""
+    if not tensor.HasField("raw_data"):
+        return 0
     try:
-        with open(data_file, "wb") as data:
-            for tensor in _all_tensors(proto.graph):
-                if len(tensor.raw_data) < EXTERNAL_TENSOR_BYTES:
-                    continue
-                data.seek(-data.tell() % EXTERNAL_DATA_ALIGNMENT, os.SEEK_CUR)
-                offset, raw = data.tell(), tensor.raw_data
-                data.write(raw)
-                moved.append((tensor, raw))
-                tensor.ClearField("raw_data")
-                tensor.data_location = onnx.TensorProto.EXTERNAL
-                for key, value in (
-                    ("location", data_name),
-                    ("offset", offset),
-                    ("length", len(raw)),
-                ):
-                    entry = tensor.external_data.add()
-                    entry.key, entry.value = key, str(value)
-        model_file.write_bytes(proto.SerializeToString())
-    finally:
-        for tensor, raw in moved:
-            del tensor.external_data[:]
-            tensor.ClearField("data_location")  # it held raw data, so it had no location
-            tensor.raw_data = raw
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, TypeError, ValueError):
+        return len(tensor.raw_data)
+    count = 1
+    for dim in tensor.dims:
+        count *= dim
+    return count * itemsize
+
+
+def stored_bytes(proto: onnx.ModelProto) -> int:
+    """Bytes of the tensors ``proto`` holds as raw data (without serializing it)."""
+    return sum(tensor_nbytes(tensor) for tensor in _all_tensors(proto.graph))
+
+
+def _external_skeleton(proto: onnx.ModelProto, write, data_name: str) -> onnx.ModelProto:
+    """A copy of ``proto`` whose tensors of ``EXTERNAL_TENSOR_BYTES`` or more are references
+    into ``data_name``; ``write(raw)`` stores each one's bytes and returns their offset."""
+
+    def external(source: onnx.TensorProto, target: onnx.TensorProto) -> bool:
+        if tensor_nbytes(source) < EXTERNAL_TENSOR_BYTES:
+            return False
+        raw = source.raw_data
+        offset = write(raw)
+        for key, value in (("location", data_name), ("offset", offset), ("length", len(raw))):
+            entry = target.external_data.add()
+            entry.key, entry.value = key, str(value)
+        target.data_location = onnx.TensorProto.EXTERNAL
+        return True
+
+    return _copy_model(proto, external)
+
+
+def without_weight_data(proto: onnx.ModelProto, min_bytes: int = 1 << 20) -> onnx.ModelProto:
+    """A copy of ``proto`` for shape inference: tensors of ``min_bytes`` or more with two or
+    more dimensions (weights, tables) keep their type and shape but lose their bytes. Scalars
+    and 1-D tensors, which shape inference may read (Reshape shapes, Resize scales), stay."""
+
+    def drop(source: onnx.TensorProto, target: onnx.TensorProto) -> bool:
+        return len(source.dims) >= 2 and tensor_nbytes(source) >= min_bytes
+
+    return _copy_model(proto, drop)
+
+
+def _copy_model(proto: onnx.ModelProto, replace) -> onnx.ModelProto:
+    """A copy of ``proto`` in which every tensor for which ``replace(source, target)`` returns
+    True gets all its fields but ``raw_data`` (``replace`` may add more); others are copied."""
+
+    def tensor(source: onnx.TensorProto, target: onnx.TensorProto) -> None:
+        if not replace(source, target):
+            target.CopyFrom(source)
+            return
+        for descriptor, value in source.ListFields():
+            if descriptor.name != "raw_data" and not (
+                descriptor.name == "data_location" and target.HasField("data_location")
+            ):
+                _copy_field(target, descriptor, value)
+
+    def graph(source: onnx.GraphProto, target: onnx.GraphProto) -> None:
+        for item in source.initializer:  # first, as the data file has always listed them
+            tensor(item, target.initializer.add())
+        for descriptor, value in source.ListFields():
+            if descriptor.name == "initializer":
+                continue
+            if descriptor.name == "node":
+                for item in value:
+                    node(item, target.node.add())
+            else:
+                _copy_field(target, descriptor, value)
+
+    def node(source: onnx.NodeProto, target: onnx.NodeProto) -> None:
+        for descriptor, value in source.ListFields():
+            if descriptor.name != "attribute":
+                _copy_field(target, descriptor, value)
+        for attribute in source.attribute:
+            copied = target.attribute.add()
+            for descriptor, value in attribute.ListFields():
+                if descriptor.name == "t":
+                    tensor(value, copied.t)
+                elif descriptor.name == "tensors":
+                    for item in value:
+                        tensor(item, copied.tensors.add())
+                elif descriptor.name == "g":
+                    graph(value, copied.g)
+                elif descriptor.name == "graphs":
+                    for item in value:
+                        graph(item, copied.graphs.add())
+                else:
+                    _copy_field(copied, descriptor, value)
+
+    copy = onnx.ModelProto()
+    for descriptor, value in proto.ListFields():
+        if descriptor.name == "graph":
+            graph(value, copy.graph)
+        else:
+            _copy_field(copy, descriptor, value)
+    return copy
+
+
+def _copy_field(target, descriptor, value) -> None:
+    from google.protobuf.descriptor import FieldDescriptor
+
+    repeated = getattr(descriptor, "is_repeated", None)  # protobuf >= 5.28; older: label
+    if repeated is None:
+        repeated = descriptor.label == FieldDescriptor.LABEL_REPEATED
+    if repeated:
+        getattr(target, descriptor.name).extend(value)
+    elif descriptor.type == FieldDescriptor.TYPE_MESSAGE:
+        getattr(target, descriptor.name).CopyFrom(value)
+    else:
+        setattr(target, descriptor.name, value)
+
+
+def write_with_external_data(proto: onnx.ModelProto, model_file: Path) -> None:
+    """Write ``proto`` to ``model_file`` with its tensors in ``<model_file>.data`` beside it."""
+    data_name = model_file.name + ".data"
+    _save_with_external_data(proto, model_file, model_file.parent / data_name, data_name)
 
 
 def _staging_prefix(output: Path) -> str:

@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import onnx
 import onnx_ir as ir
@@ -34,7 +36,7 @@ from qconv.data import DataReader
 from qconv.decisions import DecisionLog, NodeDecision, Reason
 from qconv.errors import ConfigError, ModelError, VerificationError
 from qconv.islands import mark_small_islands
-from qconv.model_io import all_nodes, default_opset
+from qconv.model_io import all_nodes, default_opset, stored_bytes, write_with_external_data
 from qconv.ort_layout import EIGHT_BIT_POOL_NOTE, UNFUSED_NOTE, runtime_findings
 from qconv.passes import prepare
 from qconv.passes._graph import Namer
@@ -43,7 +45,7 @@ from qconv.passes.float_stem import KEPT_FLOAT
 from qconv.passes.insert_qdq import InsertQDQPass, QuantizedConstant
 from qconv.passes.pool_as_conv import PoolAsConvPass
 from qconv.plan import OWN_SCALE, RUNS_AS, QuantizationPlan, make_plan
-from qconv.runtime import create_session
+from qconv.runtime import SESSION_FILE_BYTES, create_session
 
 log = logging.getLogger(__name__)
 
@@ -389,14 +391,14 @@ def _calibrate(
     max_memory: int | None,
 ) -> tuple[dict[str, TensorStats], int]:
     """Statistics of ``tensors``: from the cache, or from one pass per group of tensors."""
-    key = model_key(prepared)
+    key = model_key(prepared) if cache is not None else ""  # it serializes the whole model
     if cache is not None:
         cached = cache.load(key, tensors)
         if cached is not None:
             decisions.note(cache.status)
             return cached, 0
     budget = max_memory or DEFAULT_EXPOSED_MEMORY
-    sizes = tensor_bytes(prepared, next(iter(reader)))
+    sizes = tensor_bytes(prepared, next(iter(reader))) if tensors else {}
     groups = group_tensors(tensors, sizes, budget)
     if len(groups) > 1:
         origin = "--max-memory" if max_memory else "the default budget of"
@@ -436,11 +438,23 @@ def check_exclusions(model: onnx.ModelProto, exclude: tuple[str, ...]) -> None:
 
 def verify_model(model: onnx.ModelProto) -> None:
     """Check that a model qconv wrote is valid ONNX and loads in onnxruntime."""
+    if stored_bytes(model) < SESSION_FILE_BYTES:
+        _verify(model, model)
+        return
+    # A large model is checked as a file, written once: onnx.checker would serialize it and
+    # parse it again, and onnxruntime maps a file's weights rather than copying them.
+    with tempfile.TemporaryDirectory(prefix="qconv-verify-") as folder:
+        path = Path(folder) / "model.onnx"
+        write_with_external_data(model, path)
+        _verify(str(path), path)
+
+
+def _verify(checked: onnx.ModelProto | str, loaded: onnx.ModelProto | Path) -> None:
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(checked)
     except onnx.checker.ValidationError as exc:
         raise VerificationError(f"the quantized model fails onnx.checker: {exc}") from exc
     try:
-        create_session(model)
+        create_session(loaded)
     except Exception as exc:  # onnxruntime raises several types when a model does not load
         raise VerificationError(f"the quantized model does not load in onnxruntime: {exc}") from exc

@@ -14,8 +14,11 @@ import onnx
 import onnxruntime as ort
 
 from qconv.errors import ModelError, first_line
+from qconv.model_io import stored_bytes, write_with_external_data
 
 log = logging.getLogger(__name__)
+# Models holding this many bytes of tensors reach onnxruntime as files, not as serialized bytes.
+SESSION_FILE_BYTES = 1 << 28
 # onnxruntime's own log lines (coloured, on stderr) would precede qconv's one-line errors.
 ort.set_default_logger_severity(4)
 
@@ -75,6 +78,16 @@ def create_session(
     ``optimized_path``: where onnxruntime writes the graph it will run, after its fusions and
     layout changes.
     """
+    if isinstance(model, onnx.ModelProto) and stored_bytes(model) >= SESSION_FILE_BYTES:
+        # From a file with external data: onnxruntime maps the weights instead of holding a
+        # parsed copy of the serialized model and a copy of every initializer.
+        with tempfile.TemporaryDirectory(prefix="qconv-session-") as folder:
+            path = Path(folder) / "model.onnx"
+            write_with_external_data(model, path)
+            try:
+                return create_session(path, threads, optimize, profile_prefix, spin, optimized_path)
+            except ModelError as exc:
+                raise ModelError(exc.message.replace(str(path), "this model"), exc.hint) from exc
     options = session_options(threads, optimize, profile_prefix, spin, optimized_path)
     if isinstance(model, onnx.ModelProto):
         proto = model

@@ -266,3 +266,33 @@ def test_files_staged_by_a_killed_run_are_removed_by_the_next_one(tmp_path):
     assert not orphan.exists()
     assert live.exists()
     assert (tmp_path / "big.onnx").is_file()
+
+
+def test_large_models_reach_onnxruntime_as_files_with_the_same_results(monkeypatch):
+    from qconv import quantize, runtime
+
+    monkeypatch.setattr(runtime, "SESSION_FILE_BYTES", 1000)
+    monkeypatch.setattr(quantize, "SESSION_FILE_BYTES", 1000)
+    model = tiny_model()
+    before = model.SerializeToString()
+    feed = {"x": np.arange(64, dtype=np.float32).reshape(1, 64)}
+    np.testing.assert_array_equal(
+        runtime.create_session(model).run(None, feed)[0], feed["x"] @ np.ones((64, 64))
+    )
+    quantize.verify_model(model)  # checked and loaded from a file
+    assert model.SerializeToString() == before
+    model.graph.node[0].op_type = "NoSuchOp"
+    with pytest.raises(quantize.VerificationError):
+        quantize.verify_model(model)
+
+
+def test_a_copy_without_weight_bytes_keeps_what_shape_inference_reads():
+    model = tiny_model()
+    model.graph.initializer.append(numpy_helper.from_array(np.array([1, 64], np.int64), "shape"))
+    light = model_io.without_weight_data(model, min_bytes=1000)
+    weight, shape = light.graph.initializer
+    assert list(weight.dims) == [64, 64] and not weight.raw_data  # 16 KB, 2-D: dropped
+    assert numpy_helper.to_array(shape).tolist() == [1, 64]  # 1-D: kept
+    assert len(model.graph.initializer[0].raw_data) == 64 * 64 * 4  # the original is untouched
+    inferred = onnx.shape_inference.infer_shapes(light)
+    assert [d.dim_value for d in inferred.graph.output[0].type.tensor_type.shape.dim] == [1, 64]

@@ -6,7 +6,6 @@ into a :class:`TensorStats` and dropped, so memory stays that of one batch plus 
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable, Sequence
 
@@ -88,7 +87,9 @@ def tensor_bytes(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> dict[st
 
     Tensors whose size inference cannot tell are counted as large as the largest known one.
     """
-    fixed = copy.deepcopy(model)
+    from qconv.model_io import without_weight_data
+
+    fixed = without_weight_data(model)  # a deep copy would duplicate every weight
     for value in fixed.graph.input:
         if value.name in feed:
             dims = value.type.tensor_type.shape.dim

@@ -39,18 +39,26 @@ class CompactPass(ir.passes.InPlacePass):
 def _merge_identical_initializers(graph: ir.Graph) -> int:
     """Point readers of each duplicate initializer at its first copy; returns how many went."""
     overridable = {v.name for v in graph.inputs} | {v.name for v in graph.outputs}
-    first: dict[tuple, ir.Value] = {}
-    duplicates: list[ir.Value] = []
+    # Only initializers of one type and shape can be equal: read the bytes of those alone
+    # (reading a tensor's bytes copies them, and a large model's big tables have no twin).
+    alike: dict[tuple, list[ir.Value]] = {}
     for name, value in graph.initializers.items():
         if name in overridable or value.const_value is None:
             continue
-        array = value.const_value.numpy()
-        key = (value.const_value.dtype, array.shape, array.tobytes())
-        if key in first:
-            value.replace_all_uses_with(first[key])
-            duplicates.append(value)
-        else:
-            first[key] = value
+        tensor = value.const_value
+        alike.setdefault((tensor.dtype, tuple(tensor.shape)), []).append(value)
+    duplicates: list[ir.Value] = []
+    for values in alike.values():
+        if len(values) < 2:
+            continue
+        first: dict[bytes, ir.Value] = {}
+        for value in values:
+            key = value.const_value.numpy().tobytes()
+            if key in first:
+                value.replace_all_uses_with(first[key])
+                duplicates.append(value)
+            else:
+                first[key] = value
     for value in duplicates:
         graph.initializers.pop(value.name)
     return len(duplicates)
