@@ -96,6 +96,9 @@ class _OneLineUsageErrors(click.Group):
         kwargs.setdefault("prog_name", "qconv")
         try:
             result = super().main(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:  # `qconv` alone: the help, no "error"
+            click.echo(exc.format_message(), err=True)
+            sys.exit(exc.exit_code)
         except click.ClickException as exc:
             context = getattr(exc, "ctx", None)
             where = f" (see `{context.command_path} --help`)" if context else ""
@@ -436,7 +439,9 @@ def quantize(
 def _written(model: str | None, reports: tuple[Path, ...] | list[Path]) -> str:
     """What a run with failed gates still wrote, for the one-line message."""
     files = (["the model"] if model else []) + (["the reports"] if reports else [])
-    return f"{' and '.join(files)} were written" if files else "nothing was written"
+    if not files:
+        return "nothing was written"
+    return f"{' and '.join(files)} {'were' if len(files) > 1 or reports else 'was'} written"
 
 
 def _render(console, report, as_json: bool, written: str) -> None:
@@ -478,6 +483,8 @@ def _fmt_gate(value: float | None) -> str:
 @click.option("--min-speedup", type=float, help="Gate (exit 3), as for quantize.")
 @click.option("--report", "reports", multiple=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@click.option("-v", "--verbose", count=True, help="More detail.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
 @_handle_errors
 def compare(
     float_model: Path,
@@ -496,6 +503,8 @@ def compare(
     min_speedup: float | None,
     reports: tuple[Path, ...],
     as_json: bool,
+    verbose: int,
+    quiet: bool,
 ) -> None:
     """Evaluate any FLOAT_MODEL/INT8_MODEL pair, including int8 models from other tools."""
     from qconv.config import DataConfig, parse_shape
@@ -521,7 +530,7 @@ def compare(
         latency_runs=latency_runs,
         gates=Gates(max_accuracy_drop, min_agreement, min_sqnr, min_speedup),
     )
-    console = Console()
+    console = Console(-1 if quiet else verbose)
     with console.progress() as progress:
         report = run_compare(job, progress)
     _render(console, report, as_json, _written(None, reports))

@@ -164,6 +164,17 @@ class DataConfig:
             raise ConfigError(f"--samples {self.samples} is invalid", "give 1 or more")
         if self.labels and self.eval is None:
             raise ConfigError("--labels needs --eval", "pass the evaluation data with --eval")
+        sources = [source for source in (self.calib, self.eval) if source is not None]
+        if self.preprocess and not any(_may_be_image_folder(source) for source in sources):
+            raise ConfigError(
+                "--preprocess prepares image folders, and neither --calib nor --eval is a folder",
+                "drop --preprocess: .npz files and random data are fed as they are",
+            )
+
+
+def _may_be_image_folder(source: Path | str) -> bool:
+    """False for data that is certainly no image folder: a file, or random data."""
+    return str(source).split(":")[0] != "random" and not Path(source).is_file()
 
 
 def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:

@@ -85,6 +85,13 @@ def _parse(path: Path) -> dict[str, object]:
 
 
 def _table(data: dict[str, object], path: Path) -> dict[str, object]:
+    tables = [key for key, value in data.items() if isinstance(value, dict) and key != "quantize"]
+    if tables:
+        raise ConfigError(
+            f"--config {path}: qconv reads keys at the top or in a [quantize] table, not in "
+            f"[{tables[0]}]",
+            "move its keys to the top of the file or into [quantize]",
+        )
     if "quantize" not in data:
         return data
     outside = [key for key in data if key != "quantize"]

@@ -293,6 +293,7 @@ def inspect_model(path: Path) -> dict[str, object]:
 
     from qconv.config import QuantizeConfig as _Config
     from qconv.decisions import DecisionLog
+    from qconv.islands import mark_small_islands
     from qconv.passes import prepare
     from qconv.plan import make_plan
     from qconv.report.build import op_histogram
@@ -300,6 +301,8 @@ def inspect_model(path: Path) -> dict[str, object]:
     model = load_proto(path)
     prepared = prepare(ir.from_proto(model), _Config(), DecisionLog())
     plan = make_plan(prepared, _Config())
+    if mark_small_islands(plan):  # as quantize does before calibration
+        plan = make_plan(prepared, _Config())
     reasons: dict[str, int] = {}
     for decision in plan.decisions:
         reasons[decision.reason.value] = reasons.get(decision.reason.value, 0) + 1

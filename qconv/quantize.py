@@ -125,7 +125,7 @@ def quantize_model(
         ModelError: The model is over 2 GiB.
         VerificationError: The produced model failed onnx.checker or onnxruntime loading.
     """
-    check_exclusions(float_model, config.exclude)
+    absent_ops = check_exclusions(float_model, config.exclude)
     if float_model.ByteSize() >= PROTOBUF_LIMIT:
         raise ModelError(
             f"the model holds {float_model.ByteSize() / 2**30:.1f} GiB, and qconv handles "
@@ -133,6 +133,8 @@ def quantize_model(
             "quantize a smaller export, for example one part of the model at a time",
         )
     model, prepared, decisions = _prepare_checked(float_model, config, calibration, threads)
+    if absent_ops:
+        decisions.note(f"--exclude {', '.join(absent_ops)}: no such op in this model")
     plan = make_plan(model, config)
     if config.runtime_tuning and mark_small_islands(plan):
         plan = make_plan(model, config)
@@ -424,16 +426,23 @@ def _calibrate(
     return stats, len(groups)
 
 
-def check_exclusions(model: onnx.ModelProto, exclude: tuple[str, ...]) -> None:
-    """Every --exclude entry must name a node or an op type of the model: typos are errors."""
+def check_exclusions(model: onnx.ModelProto, exclude: tuple[str, ...]) -> list[str]:
+    """Every --exclude entry must name a node or an op type of the model: typos are errors.
+
+    An ONNX op type the model does not use is no typo (one config file may serve many models):
+    those entries are returned, for a note.
+    """
     nodes = list(all_nodes(model.graph))
     known = {n.name for n in nodes} | {n.op_type for n in nodes}
-    unknown = [entry for entry in exclude if entry not in known]
+    absent = [entry for entry in exclude if entry not in known]
+    unknown = [entry for entry in absent if not onnx.defs.has(entry)]
     if unknown:
         raise ConfigError(
             f"--exclude {', '.join(unknown)} matches no node name or op type in the model",
-            "check the spelling; `qconv inspect MODEL` lists the op types",
+            "check the spelling, and that a report given to --exclude-from was made for this "
+            "model; `qconv inspect MODEL` lists the op types",
         )
+    return absent
 
 
 def verify_model(model: onnx.ModelProto) -> None:

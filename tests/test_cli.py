@@ -173,6 +173,13 @@ def test_exclude_that_matches_nothing_is_an_error(workdir):
     assert_clean_failure(result, workdir, "--exclude Convv")
 
 
+def test_excluded_op_type_the_model_lacks_is_a_note(workdir):
+    # one config file serves many models: an ONNX op type one of them lacks is no typo
+    result = invoke(*quantize_args(workdir, "--exclude", "Softmax", "--json"))
+    assert result.exit_code == 0, result.output
+    assert "--exclude Softmax: no such op in this model" in json.loads(result.stdout)["notes"]
+
+
 def test_excluded_op_type_stays_float(workdir):
     result = invoke(*quantize_args(workdir, "--exclude", "Gemm", "--json"))
     assert result.exit_code == 0, result.output
@@ -279,7 +286,8 @@ def test_an_accuracy_drop_equal_to_the_limit_passes_the_gate(workdir, monkeypatc
         ('format = "qlinear"', "format = 'qlinear' is not one of qdq, qoperator"),
         ("batch_size = 2\nbatch-size = 3", "'batch-size' sets what 'batch_size' already sets"),
         ('calibration = "mse"\n[quantize]\nsamples = 4', "'calibration' is outside the"),
-        ('[quantize]\nsamples = 4\n[quantise]\ncalibrashun = "x"', "'quantise' is outside"),
+        ('[quantize]\nsamples = 4\n[quantise]\ncalibrashun = "x"', "not in [quantise]"),
+        ("[analyze]\nsamples = 4", "at the top or in a [quantize] table, not in [analyze]"),
     ],
 )
 def test_config_values_are_checked_like_their_flags(workdir, text, message):
@@ -341,6 +349,14 @@ def test_compare_judges_a_model_made_by_onnxruntimes_quantizer(workdir):
     assert report["evaluation"]["samples"] == 540
     assert report["evaluation"]["top1_agreement"] > 0.9
     assert "## qconv report" in (workdir / "cmp.md").read_text()
+
+
+def test_compare_is_quiet_with_q_like_quantize(workdir):
+    model = str(workdir / "digits_cnn.onnx")
+    args = ("compare", model, model, *eval_args(workdir), "--latency-runs", "2")
+    assert "qconv compare" in invoke(*args).stdout
+    quiet = invoke(*args, "-q")
+    assert quiet.exit_code == 0 and quiet.stdout == ""
 
 
 def test_compare_refuses_models_with_different_inputs(workdir, tmp_path):
@@ -600,3 +616,24 @@ def test_importing_qconv_writes_nothing_to_stderr_where_home_is_not_writable(tmp
     )
     assert done.returncode == 0
     assert done.stderr == "after\n"  # muted during the import only
+
+
+@pytest.mark.parametrize(
+    ("model", "reports", "said"),
+    [
+        ("m.onnx", [], "the model was written"),
+        (None, [Path("r.md")], "the reports were written"),
+        ("m.onnx", [Path("r.md")], "the model and the reports were written"),
+        (None, [], "nothing was written"),
+    ],
+)
+def test_failed_gate_line_says_what_was_written_in_plain_english(model, reports, said):
+    from qconv.cli import _written
+
+    assert _written(model, reports) == said
+
+
+def test_qconv_alone_prints_its_help_without_calling_it_an_error():
+    result = invoke()
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Usage: ")  # not "error: Usage: ..."

@@ -45,3 +45,24 @@ def test_quick_start_commands_run_as_written(tmp_path: Path):
 def test_cli_reference_in_readme_is_current():
     text = (ROOT / "README.md").read_text()
     assert expected_readme(text) == text, "run `make readme`"
+
+
+def test_batch_loop_runs_as_written_and_keeps_each_exit_code(tmp_path: Path):
+    text = (ROOT / "README.md").read_text()
+    section = text.split("A batch loop over many models", 1)[1]
+    script = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "data").mkdir()
+    shutil.copy(ROOT / "sample_models" / "digits_cnn.onnx", tmp_path / "models")
+    shutil.copy(
+        ROOT / "sample_models" / "digits_cnn_calib.npz", tmp_path / "data" / "digits_cnn.npz"
+    )
+    (tmp_path / "models" / "broken.onnx").write_bytes(b"not a model")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    done = subprocess.run(
+        ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    summary = (tmp_path / "out" / "summary.txt").read_text().splitlines()
+    assert summary == ["broken exit 2", "digits_cnn exit 0"]
+    assert (tmp_path / "out" / "digits_cnn.int8.onnx").is_file()

@@ -162,6 +162,12 @@ def open_reader(
     path = Path(path)
     if not path.exists():
         raise DataError(f"data path {path} does not exist", "check the --calib/--eval path")
+    if labels is not None and not (path.is_file() and path.suffix == ".npz"):
+        raise ConfigError(
+            f"--labels {labels} names an array of an .npz file, and {path} is a folder",
+            "drop --labels: an image folder's labels are its class sub-folders; other folders "
+            "carry none",
+        )
     if path.is_file() and path.suffix == ".npz":
         from qconv.data.npz import NpzReader
 
@@ -189,7 +195,7 @@ def _open_folder(
         return OnnxTestDataReader(path, specs, samples)
     if array_files(path):
         return ArrayFolderReader(path, specs, samples)
-    from qconv.data.images import ImageFolderReader, image_files
+    from qconv.data.images import ImageFolderReader, image_files, image_input
     from qconv.data.preprocess import parse_preprocess
 
     if not image_files(path):
@@ -197,6 +203,7 @@ def _open_folder(
             f"{path} holds no .npy/.npz files, test_data_set_* folders or images",
             "check the data folder",
         )
+    image_input(specs)  # before asking for --preprocess: it would not help a non-image model
     if preprocess is None:
         raise DataError(
             f"{path} is an image folder but no --preprocess was given",

@@ -65,7 +65,7 @@ class ImageFolderReader:
         samples: int | None = None,
     ) -> None:
         self.path = Path(path)
-        self.spec = _image_input(specs)
+        self.spec = image_input(specs)
         self.preprocess = preprocess
         self._files = _find_images(self.path)
         for file in self._files:
@@ -182,7 +182,7 @@ class ImageFolderReader:
 # -- finding and checking files ---------------------------------------------------------------
 
 
-def _image_input(specs: Sequence[InputSpec]) -> InputSpec:
+def image_input(specs: Sequence[InputSpec]) -> InputSpec:
     if len(specs) != 1:
         names = ", ".join(spec.describe() for spec in specs) or "none"
         raise DataError(

@@ -1,7 +1,7 @@
 """Charts for the HTML report, drawn with matplotlib as inline SVG; the one module importing it.
 
 Guarantees:
-    * matplotlib is optional (``pip install 'qconv[report]'``) and imported only inside the
+    * matplotlib is optional (the ``report`` extra) and imported only inside the
       functions here; :func:`available` says whether charts can be drawn, and the ``*_chart``
       functions raise :class:`ImportError` when they cannot.
     * Each chart is one ``<svg>`` element, ready to inline in HTML: no XML prolog, no metadata,

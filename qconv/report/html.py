@@ -7,7 +7,7 @@ Guarantees:
     * Sections render what the report holds: a ``qconv compare`` report (no calibration, no
       nodes) gives a shorter page, never an error.
     * Without matplotlib the page still has every table, and each chart is replaced by a note
-      saying how to get it (``pip install 'qconv[report]'``).
+      saying how to get it (``pip install 'matplotlib>=3.7'``, the ``report`` extra).
     * The same report gives the same page, byte for byte.
 """
 
@@ -36,7 +36,7 @@ WORST_TENSORS = 5
 SENSITIVE_LAYERS = 10
 # Histograms drawn, worst tensors first.
 HISTOGRAMS = 6
-CHARTS_HINT = "pip install 'qconv[report]'"
+CHARTS_HINT = "pip install 'matplotlib>=3.7'"
 
 
 class Html(str):

@@ -480,3 +480,28 @@ def test_image_files_lists_images_in_relative_path_order(tmp_path):
     found = [p.relative_to(tmp_path).as_posix() for p in image_files(tmp_path)]
     assert found == ["a/10.png", "a/9.jpg", "a-b/1.jpeg", "b/2.PNG"]
     assert image_files(tmp_path / "a-b" / "1.jpeg") == []
+
+
+def test_an_image_folder_for_a_non_image_model_says_so_before_asking_for_preprocess(classes):
+    from qconv.data import open_reader
+
+    vector = InputSpec("x", np.dtype(np.float32), ("N", 64))
+    with pytest.raises(DataError, match="image folders feed a 4-D float input"):
+        open_reader(classes, [vector])
+
+
+def test_labels_name_an_npz_array_not_a_folder(classes):
+    from qconv.data import open_reader
+
+    with pytest.raises(ConfigError, match=r"--labels label names an array of an \.npz"):
+        open_reader(classes, [RGB8], labels="label", preprocess="resize=8")
+
+
+def test_preprocess_without_any_folder_is_refused(tmp_path):
+    from qconv.config import DataConfig
+
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.zeros((2, 3, 8, 8), np.float32))
+    with pytest.raises(ConfigError, match="--preprocess prepares image folders"):
+        DataConfig(calib=data, eval="random", preprocess="resize=8")
+    assert DataConfig(calib=tmp_path, eval=data, preprocess="resize=8").preprocess  # a folder
