@@ -265,13 +265,11 @@ def _group_fidelity(
     threads: int | None,
     max_batches: int,
 ) -> dict[str, OutputFidelity]:
-    from qconv.calibrate.collect import with_outputs
+    from qconv.calibrate.collect import exposed_session
 
     float_names = list(pairs)
-    float_exposed, float_outputs = with_outputs(float_model, float_names)
-    int8_exposed, int8_outputs = with_outputs(int8_model, list(pairs.values()))
-    float_session = create_session(float_exposed, threads=threads)
-    int8_session = create_session(int8_exposed, threads=threads)
+    float_session, float_outputs = exposed_session(float_model, float_names, threads)
+    int8_session, int8_outputs = exposed_session(int8_model, list(pairs.values()), threads)
     accumulators = {name: _Accumulator() for name in float_names}
     for index, feed in enumerate(reader):
         if index >= max_batches:

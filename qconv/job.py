@@ -7,6 +7,7 @@ the model is verified before it is written, and every file is written atomically
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,14 @@ from qconv.evaluate import (
     tensor_fidelity,
 )
 from qconv.gates import Gates, evaluate_gates
-from qconv.model_io import StagedOutputs, check_paths, load_proto, load_proto_and_files
+from qconv.model_io import (
+    StagedOutputs,
+    check_paths,
+    load_proto,
+    load_proto_and_files,
+    serialized_bytes,
+    without_weight_data,
+)
 from qconv.quantize import keep_float_if_larger, quantize_model
 from qconv.report import check_report_paths, render_file
 from qconv.report.build import build_report
@@ -89,17 +97,16 @@ def run_quantize(job: QuantizeJob, progress: Progress | None = None) -> Report:
     progress = progress or SilentProgress()
     check_report_paths(list(job.reports))
     job.gates.check_inputs(has_labels=True, measures_latency=job.latency_runs > 0)
-    float_model, external_files = load_proto_and_files(job.model)
-    check_paths(_inputs(job, external_files), _outputs(job))
     with StagedOutputs() as staged:
-        report = _quantize_and_report(job, float_model, staged, progress)
+        report = _quantize_and_report(job, staged, progress)
         staged.commit()
     return report
 
 
-def _quantize_and_report(
-    job: QuantizeJob, float_model, staged: StagedOutputs, progress: Progress
-) -> Report:
+def _quantize_and_report(job: QuantizeJob, staged: StagedOutputs, progress: Progress) -> Report:
+    # Loaded here so that this frame holds the only reference: it drops the weights midway.
+    float_model, external_files = load_proto_and_files(job.model)
+    check_paths(_inputs(job, external_files), _outputs(job))
     specs = input_specs(float_model)
     calibration = _reader(job.data.calib, job, specs, samples=job.data.samples)
     evaluation_reader = _evaluation_reader(job, specs)
@@ -115,7 +122,15 @@ def _quantize_and_report(
         cache=_cache(job),
         max_memory=job.max_memory,
     )
-    keep_float_if_larger(result, float_model)
+    float_bytes = None
+    if not keep_float_if_larger(result, float_model):
+        # From here on only the report reads the float model's graph (its sessions read
+        # job.model): a copy without the weights frees them for fidelity and evaluation.
+        float_bytes = serialized_bytes(float_model)
+        float_model = without_weight_data(float_model)
+        # The onnx-ir graph quantize_model worked on (a reference cycle) still points at the
+        # float weights until the cycle collector runs, which may be never before the end.
+        gc.collect()
     if unlabelled := getattr(evaluation_reader, "unlabelled", None):
         result.log.note(unlabelled)
     if is_synthetic(calibration):
@@ -172,6 +187,7 @@ def _quantize_and_report(
         profiles=profiles,
         threads=job.threads or 1,
         synthetic_data=is_synthetic(calibration),
+        float_bytes=float_bytes,
     )
     if job.analyze:
         report.sensitivity = _sensitivity(result, evaluation_reader, job, progress)
@@ -308,7 +324,7 @@ def inspect_model(path: Path) -> dict[str, object]:
         reasons[decision.reason.value] = reasons.get(decision.reason.value, 0) + 1
     return {
         "path": str(path),
-        "bytes": model.ByteSize(),
+        "bytes": serialized_bytes(model),
         "ir_version": model.ir_version,
         "opsets": {o.domain or "ai.onnx": o.version for o in model.opset_import},
         "inputs": [s.describe() for s in input_specs(model)],

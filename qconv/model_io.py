@@ -31,6 +31,8 @@ MIN_OPSET = 10
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 EXTERNAL_TENSOR_BYTES = 1024  # smaller tensors stay in the model file
 EXTERNAL_DATA_ALIGNMENT = 4096  # offsets onnxruntime can memory-map
+# Models holding this many bytes of tensors are checked from their file, not as a protobuf.
+CHECK_FILE_BYTES = 1 << 28
 
 
 def load_model(path: Path) -> ir.Model:
@@ -143,7 +145,9 @@ def default_opset(proto: onnx.ModelProto) -> int | None:
 
 def _check(proto: onnx.ModelProto, path: Path) -> None:
     try:
-        if proto.ByteSize() < EXTERNAL_DATA_THRESHOLD:
+        # A large model is checked from its file: checking the protobuf would serialize it
+        # (twice the weights, transiently) and parse that again in C++.
+        if stored_bytes(proto) < CHECK_FILE_BYTES:
             onnx.checker.check_model(proto)
         else:
             onnx.checker.check_model(str(path))
@@ -263,7 +267,7 @@ class StagedOutputs:
     def add_model(self, model: ir.Model | onnx.ModelProto, output: Path) -> onnx.ModelProto:
         proto = ir.to_proto(model) if isinstance(model, ir.Model) else model
         output = Path(output)
-        if proto.ByteSize() < EXTERNAL_DATA_THRESHOLD:
+        if serialized_bytes(proto) < EXTERNAL_DATA_THRESHOLD:
             self.add_bytes(output, proto.SerializeToString())
             return proto
         data_name = output.name + ".data"
@@ -312,6 +316,13 @@ def _save_with_external_data(
     but the large tensors' bytes. (Moving the bytes out of ``proto`` and back would leave a
     dead copy of them behind: protobuf's arena frees nothing before the message goes.)
     """
+    skeleton = external_skeleton(proto, data_file, data_name)
+    model_file.write_bytes(skeleton.SerializeToString())
+
+
+def external_skeleton(proto: onnx.ModelProto, data_file: Path, data_name: str) -> onnx.ModelProto:
+    """Write the large tensors of ``proto`` to ``data_file`` and return a copy of ``proto`` that
+    refers to them there as ``data_name`` (``proto`` is left untouched)."""
     with open(data_file, "wb") as data:
 
         def write(raw: bytes) -> int:
@@ -320,8 +331,7 @@ def _save_with_external_data(
             data.write(raw)
             return offset
 
-        skeleton = _external_skeleton(proto, write, data_name)
-    model_file.write_bytes(skeleton.SerializeToString())
+        return _external_skeleton(proto, write, data_name)
 
 
 def tensor_nbytes(tensor: onnx.TensorProto) -> int:
@@ -336,6 +346,61 @@ def tensor_nbytes(tensor: onnx.TensorProto) -> int:
     for dim in tensor.dims:
         count *= dim
     return count * itemsize
+
+
+def serialized_bytes(message) -> int:
+    """``message.ByteSize()`` (a model or any part of one) without serializing the weights.
+
+    Python protobuf (upb) computes ByteSize by serializing: about twice a model's weights for a
+    moment, and seconds for a large one. Here only the parts around the tensors are measured
+    that way; each tensor's raw data counts by its length.
+    """
+    heavy = _HEAVY_FIELDS.get(type(message))
+    if heavy is None or not _holds_heavy(message):
+        return message.ByteSize()
+    shallow = type(message)()
+    total = 0
+    for descriptor, value in message.ListFields():
+        if descriptor.name == "raw_data":
+            total += _length_field_bytes(descriptor.number, len(value))
+        elif descriptor.name in heavy:
+            items = value if _is_repeated(descriptor) else [value]
+            total += sum(_length_field_bytes(descriptor.number, serialized_bytes(i)) for i in items)
+        else:
+            _copy_field(shallow, descriptor, value)
+    return shallow.ByteSize() + total
+
+
+_HEAVY_FIELDS = {
+    onnx.ModelProto: ("graph",),
+    onnx.GraphProto: ("initializer", "node"),
+    onnx.NodeProto: ("attribute",),
+    onnx.AttributeProto: ("t", "tensors", "g", "graphs"),
+    onnx.TensorProto: ("raw_data",),
+}
+
+
+def _holds_heavy(message) -> bool:
+    """Whether ``message`` may hold a tensor worth measuring apart (always, above a node)."""
+    if isinstance(message, onnx.TensorProto):
+        return message.HasField("raw_data")
+    if isinstance(message, onnx.NodeProto):
+        return any(_holds_heavy(attribute) for attribute in message.attribute)
+    if isinstance(message, onnx.AttributeProto):
+        return (
+            message.HasField("t")
+            or message.HasField("g")
+            or bool(len(message.tensors) or len(message.graphs))
+        )
+    return True
+
+
+def _length_field_bytes(number: int, size: int) -> int:
+    return _varint_bytes(number << 3) + _varint_bytes(size) + size
+
+
+def _varint_bytes(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
 
 
 def stored_bytes(proto: onnx.ModelProto) -> int:
@@ -427,13 +492,19 @@ def _copy_model(proto: onnx.ModelProto, replace) -> onnx.ModelProto:
     return copy
 
 
-def _copy_field(target, descriptor, value) -> None:
+def _is_repeated(descriptor) -> bool:
     from google.protobuf.descriptor import FieldDescriptor
 
     repeated = getattr(descriptor, "is_repeated", None)  # protobuf >= 5.28; older: label
     if repeated is None:
         repeated = descriptor.label == FieldDescriptor.LABEL_REPEATED
-    if repeated:
+    return repeated
+
+
+def _copy_field(target, descriptor, value) -> None:
+    from google.protobuf.descriptor import FieldDescriptor
+
+    if _is_repeated(descriptor):
         getattr(target, descriptor.name).extend(value)
     elif descriptor.type == FieldDescriptor.TYPE_MESSAGE:
         getattr(target, descriptor.name).CopyFrom(value)

@@ -36,7 +36,13 @@ from qconv.data import DataReader
 from qconv.decisions import DecisionLog, NodeDecision, Reason
 from qconv.errors import ConfigError, ModelError, VerificationError
 from qconv.islands import mark_small_islands
-from qconv.model_io import all_nodes, default_opset, stored_bytes, write_with_external_data
+from qconv.model_io import (
+    all_nodes,
+    default_opset,
+    serialized_bytes,
+    stored_bytes,
+    write_with_external_data,
+)
 from qconv.ort_layout import EIGHT_BIT_POOL_NOTE, UNFUSED_NOTE, runtime_findings
 from qconv.passes import prepare
 from qconv.passes._graph import Namer
@@ -126,9 +132,9 @@ def quantize_model(
         VerificationError: The produced model failed onnx.checker or onnxruntime loading.
     """
     absent_ops = check_exclusions(float_model, config.exclude)
-    if float_model.ByteSize() >= PROTOBUF_LIMIT:
+    if (float_bytes := serialized_bytes(float_model)) >= PROTOBUF_LIMIT:
         raise ModelError(
-            f"the model holds {float_model.ByteSize() / 2**30:.1f} GiB, and qconv handles "
+            f"the model holds {float_bytes / 2**30:.1f} GiB, and qconv handles "
             "models up to 2 GiB (onnxruntime gets them serialized, which protobuf caps at 2 GiB)",
             "quantize a smaller export, for example one part of the model at a time",
         )
@@ -274,7 +280,7 @@ def keep_float_if_larger(result: QuantizationResult, float_model: onnx.ModelProt
     quantized tensor adds a scale, a zero point and a Q/DQ pair. The CLI never writes such a
     model; library callers choose. Returns whether the float model was put in.
     """
-    int8_bytes, float_bytes = result.model.ByteSize(), float_model.ByteSize()
+    int8_bytes, float_bytes = serialized_bytes(result.model), serialized_bytes(float_model)
     if not result.quantized_count or int8_bytes < float_bytes:
         return False
     detail = (

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
 import onnxruntime as ort
 
 from qconv.errors import ModelError, first_line
-from qconv.model_io import stored_bytes, write_with_external_data
+from qconv.model_io import external_skeleton, stored_bytes, write_with_external_data
 
 log = logging.getLogger(__name__)
 # Models holding this many bytes of tensors reach onnxruntime as files, not as serialized bytes.
@@ -72,22 +73,32 @@ def create_session(
     profile_prefix: str | None = None,
     spin: bool = True,
     optimized_path: Path | None = None,
+    edit: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None,
 ) -> ort.InferenceSession:
     """An onnxruntime CPU session for ``model`` (a protobuf or a path).
 
     ``optimized_path``: where onnxruntime writes the graph it will run, after its fusions and
-    layout changes.
+    layout changes. ``edit`` (protobufs only): the session runs ``edit(model)``, a changed copy
+    (extra outputs, ...); for a large model it gets a copy whose weights are already in a file,
+    so that copying the model does not copy its weights.
     """
     if isinstance(model, onnx.ModelProto) and stored_bytes(model) >= SESSION_FILE_BYTES:
         # From a file with external data: onnxruntime maps the weights instead of holding a
         # parsed copy of the serialized model and a copy of every initializer.
         with tempfile.TemporaryDirectory(prefix="qconv-session-") as folder:
             path = Path(folder) / "model.onnx"
-            write_with_external_data(model, path)
+            if edit is None:
+                write_with_external_data(model, path)
+            else:
+                data_name = path.name + ".data"
+                skeleton = external_skeleton(model, path.parent / data_name, data_name)
+                path.write_bytes(edit(skeleton).SerializeToString())
             try:
                 return create_session(path, threads, optimize, profile_prefix, spin, optimized_path)
             except ModelError as exc:
                 raise ModelError(exc.message.replace(str(path), "this model"), exc.hint) from exc
+    if edit is not None:
+        model = edit(model)
     options = session_options(threads, optimize, profile_prefix, spin, optimized_path)
     if isinstance(model, onnx.ModelProto):
         proto = model
@@ -121,4 +132,7 @@ def optimized_model(model: onnx.ModelProto) -> onnx.ModelProto:
     with tempfile.TemporaryDirectory(prefix="qconv-ort-") as folder:
         path = Path(folder) / "optimized.onnx"
         create_session(model, threads=1, optimized_path=path)
-        return onnx.load(str(path))
+        # Only the graph is read. A large model's optimized graph refers to the weights of the
+        # file its session read (another temporary folder, gone by now), and loading them
+        # would copy every weight once more.
+        return onnx.load(str(path), load_external_data=False)

@@ -296,3 +296,45 @@ def test_a_copy_without_weight_bytes_keeps_what_shape_inference_reads():
     assert len(model.graph.initializer[0].raw_data) == 64 * 64 * 4  # the original is untouched
     inferred = onnx.shape_inference.infer_shapes(light)
     assert [d.dim_value for d in inferred.graph.output[0].type.tensor_type.shape.dim] == [1, 64]
+
+
+def _model_with_attribute_tensors_and_a_subgraph() -> onnx.ModelProto:
+    weight = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(3, 4), "c")
+    branch = helper.make_graph(
+        [helper.make_node("Constant", [], ["b"], value=numpy_helper.from_array(np.ones(4, "f")))],
+        "then",
+        [],
+        [helper.make_tensor_value_info("b", onnx.TensorProto.FLOAT, [4])],
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["c"], value=weight),
+            helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=branch),
+        ],
+        "g",
+        [helper.make_tensor_value_info("cond", onnx.TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4])],
+        [numpy_helper.from_array(np.zeros((200, 300), np.float32), "unused")],
+        doc_string="a model",
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "digits_resnet", "digits_mobilenet"])
+def test_serialized_bytes_is_byte_size_without_serializing_the_weights(name):
+    model = load_proto(SAMPLES / f"{name}.onnx")
+    assert model_io.serialized_bytes(model) == model.ByteSize()
+
+
+def test_serialized_bytes_counts_attribute_tensors_and_subgraphs():
+    model = _model_with_attribute_tensors_and_a_subgraph()
+    assert model_io.serialized_bytes(model) == model.ByteSize()
+    assert model_io.serialized_bytes(model.graph.node[0]) == model.graph.node[0].ByteSize()
+
+
+def test_optimized_graph_of_a_large_model_is_read_without_its_weights(monkeypatch):
+    from qconv import runtime
+
+    monkeypatch.setattr(runtime, "SESSION_FILE_BYTES", 1000)  # session from a temporary file
+    optimized = runtime.optimized_model(tiny_model())  # its data file is gone by now
+    assert [node.op_type for node in optimized.graph.node] == ["MatMul"]

@@ -43,6 +43,24 @@ def with_outputs(
     return exposed, [mapping[name] for name in tensors]
 
 
+def exposed_session(
+    model: onnx.ModelProto, tensors: Sequence[str], threads: int | None
+) -> tuple[object, list[str]]:
+    """A session running :func:`with_outputs` of ``model``, and the output name of each tensor.
+
+    A large model's weights are not copied: only the graph around them is (see
+    :func:`qconv.runtime.create_session`).
+    """
+    outputs: list[str] = []
+
+    def edit(proto: onnx.ModelProto) -> onnx.ModelProto:
+        exposed, names = with_outputs(proto, tensors)
+        outputs[:] = names
+        return exposed
+
+    return create_session(model, threads=threads, edit=edit), outputs
+
+
 def collect_statistics(
     model: onnx.ModelProto,
     tensors: Sequence[str],
@@ -56,8 +74,7 @@ def collect_statistics(
     names = list(dict.fromkeys(tensors))
     if not names:
         return {}  # onnxruntime reads an empty output list as "every output"
-    exposed, outputs = with_outputs(model, names)
-    session = create_session(exposed, threads=threads)
+    session, outputs = exposed_session(model, names, threads)
     stats = {name: TensorStats(bins_per_side) for name in names}
     total = reader.num_batches
     for index, feed in enumerate(reader):

@@ -11,7 +11,7 @@ import onnxruntime
 import qconv
 from qconv.calibrate.histogram import TensorStats
 from qconv.evaluate import Evaluation, Latency, OutputFidelity
-from qconv.model_io import all_nodes, default_opset
+from qconv.model_io import all_nodes, default_opset, serialized_bytes
 from qconv.quantize import QuantizationResult
 from qconv.report.model import (
     CalibrationSummary,
@@ -58,15 +58,19 @@ def build_report(
     profiles: dict[str, dict[str, float]] | None = None,
     threads: int = 1,
     synthetic_data: bool = False,
+    float_bytes: int | None = None,
 ) -> Report:
-    """Everything the run decided and measured, as one data object."""
+    """Everything the run decided and measured, as one data object.
+
+    ``float_bytes``: the float model's size, when ``float_model`` no longer holds its weights.
+    """
     latency_summary = _latency(latency, threads, profiles) if latency else None
     return Report(
         qconv_version=qconv.__version__,
         onnx_version=onnx.__version__,
         onnxruntime_version=onnxruntime.__version__,
         options=options,
-        model=_model_summary(float_model, result.model, input_path, output_path),
+        model=_model_summary(float_model, result.model, input_path, output_path, float_bytes),
         calibration=CalibrationSummary(
             method=options.get("calibration", ""),
             samples=result.calibration_samples,
@@ -97,12 +101,13 @@ def _model_summary(
     int8_model: onnx.ModelProto,
     input_path: str,
     output_path: str | None,
+    float_bytes: int | None = None,
 ) -> ModelSummary:
     return ModelSummary(
         input_path=input_path,
         output_path=output_path,
-        float_bytes=float_model.ByteSize(),
-        int8_bytes=int8_model.ByteSize(),
+        float_bytes=serialized_bytes(float_model) if float_bytes is None else float_bytes,
+        int8_bytes=serialized_bytes(int8_model),
         opset=default_opset(float_model) or 0,
         float_ops=op_histogram(float_model),
         int8_ops=op_histogram(int8_model),
