@@ -9,7 +9,7 @@ BENCH_VENV := .venv-bench
 BENCH_INSTALLED := $(BENCH_VENV)/.installed
 DEMO_OUT := demo_out
 
-.PHONY: install demo test lint format bench bench-compare bench-real bench-calibration bench-analyze \
+.PHONY: install demo test lint format bench bench-compare bench-real bench-calibration bench-analyze bench-large \
 	sample-models large-models readme clean
 
 $(BIN)/python:
@@ -52,7 +52,7 @@ format: $(TEST_INSTALLED)
 	$(BIN)/ruff check --fix .
 
 ## Every benchmark below, in one run (about an hour and a half on 2 cores).
-bench: bench-compare bench-real bench-calibration bench-analyze
+bench: bench-compare bench-real bench-calibration bench-analyze bench-large
 
 ## qconv beside onnxruntime's quantizer and float; prints a table, writes bench/results.json.
 bench-compare: $(INSTALLED) large-models
@@ -76,6 +76,10 @@ bench-calibration: $(INSTALLED) large-models
 ## Time of the per-layer sensitivity analysis on large graphs; writes bench/analyze.json.
 bench-analyze: $(INSTALLED) large-models
 	$(BIN)/python bench/analyze.py
+
+## A 1.2 GB model end to end: qconv's CLI beside onnxruntime's quantizer; writes bench/large.json.
+bench-large: $(INSTALLED)
+	$(BIN)/python bench/large.py
 
 $(BUILD_VENV)/bin/python:
 	$(PYTHON) -m venv $(BUILD_VENV)
