@@ -7,7 +7,7 @@ import onnx
 import onnx_ir as ir
 import pytest
 
-from qconv.config import QuantFormat, QuantizeConfig
+from qconv.config import QuantFormat, QuantizeConfig, QuantType
 from qconv.passes.pool_as_conv import DETAIL, PoolAsConvPass, refusal
 from qconv.quantize import quantize_model
 from qconv.runtime import create_session, optimized_model
@@ -100,8 +100,15 @@ g (float[N, 3, 16, 16] x) => (float[N, 8, 8, 8] y) {
 """
 
 
-@pytest.mark.parametrize("fmt", list(QuantFormat))
-def test_quantize_model_writes_the_pool_as_a_conv_and_says_so(fmt):
+@pytest.mark.parametrize(
+    "fmt, activations",
+    [
+        (QuantFormat.QDQ, QuantType.UINT8),
+        (QuantFormat.QOPERATOR, QuantType.UINT8),
+        (QuantFormat.QDQ, QuantType.INT8),
+    ],
+)
+def test_quantize_model_writes_the_pool_as_a_conv_and_says_so(fmt, activations):
     r = rng()
     model = make_model(
         FLOAT_MODEL,
@@ -115,13 +122,17 @@ def test_quantize_model_writes_the_pool_as_a_conv_and_says_so(fmt):
     for node in model.graph.node:
         node.name = f"{node.op_type}_{node.output[0]}"
     feeds = [{"x": r.normal(0, 1, (2, 3, 16, 16)).astype(np.float32)} for _ in range(4)]
-    config = QuantizeConfig(format=fmt, float_stem=False, runtime_tuning=False)
+    config = QuantizeConfig(
+        format=fmt, activation_type=activations, float_stem=False, runtime_tuning=False
+    )
     result = quantize_model(model, Batches(feeds), config)
     pool = next(d for d in result.decisions if d.op_type == "AveragePool")
     assert pool.reason.quantized and pool.detail == DETAIL
     kernels = {n.name: n.op_type for n in result.model.graph.node}
     assert kernels[pool.node] == ("QLinearConv" if fmt is QuantFormat.QOPERATOR else "Conv")
     assert "AveragePool" not in kernels.values() and "QLinearAveragePool" not in kernels.values()
+    runs_as = [n.op_type for n in optimized_model(result.model).graph.node]
+    assert "QLinearAveragePool" not in runs_as and runs_as.count("QLinearConv") == 3
     reference, approx = run(model, feeds[0])[0], run(result.model, feeds[0])[0]
     error = np.linalg.norm(reference - approx) / np.linalg.norm(reference)
     assert error < 0.02
