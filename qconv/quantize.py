@@ -458,10 +458,14 @@ def verify_model(model: onnx.ModelProto) -> None:
         return
     # A large model is checked as a file, written once: onnx.checker would serialize it and
     # parse it again, and onnxruntime maps a file's weights rather than copying them.
-    with tempfile.TemporaryDirectory(prefix="qconv-verify-") as folder:
-        path = Path(folder) / "model.onnx"
-        write_with_external_data(model, path)
-        _verify(str(path), path)
+    try:
+        with tempfile.TemporaryDirectory(prefix="qconv-verify-") as folder:
+            path = Path(folder) / "model.onnx"
+            write_with_external_data(model, path)
+            _verify(str(path), path)
+    except OSError as exc:  # no room in the temporary folder: check it in memory instead
+        log.warning("large model verified in memory: %s", exc)
+        _verify(model, model)
 
 
 def _verify(checked: onnx.ModelProto | str, loaded: onnx.ModelProto | Path) -> None:

@@ -83,20 +83,11 @@ def create_session(
     so that copying the model does not copy its weights.
     """
     if isinstance(model, onnx.ModelProto) and stored_bytes(model) >= SESSION_FILE_BYTES:
-        # From a file with external data: onnxruntime maps the weights instead of holding a
-        # parsed copy of the serialized model and a copy of every initializer.
-        with tempfile.TemporaryDirectory(prefix="qconv-session-") as folder:
-            path = Path(folder) / "model.onnx"
-            if edit is None:
-                write_with_external_data(model, path)
-            else:
-                data_name = path.name + ".data"
-                skeleton = external_skeleton(model, path.parent / data_name, data_name)
-                path.write_bytes(edit(skeleton).SerializeToString())
-            try:
-                return create_session(path, threads, optimize, profile_prefix, spin, optimized_path)
-            except ModelError as exc:
-                raise ModelError(exc.message.replace(str(path), "this model"), exc.hint) from exc
+        session = _session_from_file(
+            model, edit, threads, optimize, profile_prefix, spin, optimized_path
+        )
+        if session is not None:
+            return session
     if edit is not None:
         model = edit(model)
     options = session_options(threads, optimize, profile_prefix, spin, optimized_path)
@@ -120,6 +111,33 @@ def create_session(
                 "onnxruntime-extensions implement",
             ) from exc
         raise
+
+
+def _session_from_file(
+    model: onnx.ModelProto,
+    edit: Callable[[onnx.ModelProto], onnx.ModelProto] | None,
+    *session_args,
+) -> ort.InferenceSession | None:
+    """A session of a large model read from a temporary file with external data: onnxruntime
+    maps the weights instead of holding a parsed copy of the serialized model and a copy of
+    every initializer. None when the temporary folder has no room for it (the caller then
+    builds the session from serialized bytes, which only costs memory)."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="qconv-session-") as folder:
+            path = Path(folder) / "model.onnx"
+            if edit is None:
+                write_with_external_data(model, path)
+            else:
+                data_name = path.name + ".data"
+                skeleton = external_skeleton(model, path.parent / data_name, data_name)
+                path.write_bytes(edit(skeleton).SerializeToString())
+            try:
+                return create_session(path, *session_args)
+            except ModelError as exc:
+                raise ModelError(exc.message.replace(str(path), "this model"), exc.hint) from exc
+    except OSError as exc:  # a full or read-only temporary folder
+        log.warning("large model given to onnxruntime in memory: %s", exc)
+        return None
 
 
 def optimized_model(model: onnx.ModelProto) -> onnx.ModelProto:

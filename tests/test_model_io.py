@@ -338,3 +338,22 @@ def test_optimized_graph_of_a_large_model_is_read_without_its_weights(monkeypatc
     monkeypatch.setattr(runtime, "SESSION_FILE_BYTES", 1000)  # session from a temporary file
     optimized = runtime.optimized_model(tiny_model())  # its data file is gone by now
     assert [node.op_type for node in optimized.graph.node] == ["MatMul"]
+
+
+def test_large_models_fall_back_to_memory_when_the_temporary_folder_is_full(monkeypatch):
+    from qconv import quantize, runtime
+    from qconv.calibrate.collect import exposed_session
+
+    def full(*_args):
+        raise OSError(28, "No space left on device")
+
+    for module in (runtime, quantize):
+        monkeypatch.setattr(module, "SESSION_FILE_BYTES", 1000)
+        monkeypatch.setattr(module, "write_with_external_data", full)
+    monkeypatch.setattr(runtime, "external_skeleton", full)
+    model = tiny_model()
+    feed = {"x": np.ones((1, 64), np.float32)}
+    np.testing.assert_array_equal(runtime.create_session(model).run(None, feed)[0], 64.0)
+    session, outputs = exposed_session(model, ["y"], threads=1)
+    assert session.run(outputs, feed)[0].shape == (1, 64)
+    quantize.verify_model(model)
