@@ -167,14 +167,23 @@ class DataConfig:
         sources = [source for source in (self.calib, self.eval) if source is not None]
         if self.preprocess and not any(_may_be_image_folder(source) for source in sources):
             raise ConfigError(
-                "--preprocess prepares image folders, and neither --calib nor --eval is a folder",
-                "drop --preprocess: .npz files and random data are fed as they are",
+                "--preprocess prepares image folders, and the data given is none",
+                "drop --preprocess: arrays, ONNX test data and random data are fed as they are",
             )
 
 
 def _may_be_image_folder(source: Path | str) -> bool:
-    """False for data that is certainly no image folder: a file, or random data."""
-    return str(source).split(":")[0] != "random" and not Path(source).is_file()
+    """False for data that is certainly no image folder: random data, a file, a folder of
+    arrays or ONNX test data (a path that does not exist is left to the reader's error)."""
+    if str(source).split(":")[0] == "random":
+        return False
+    path = Path(source)
+    if not path.is_dir():
+        return not path.exists()
+    from qconv.data.folder import array_files
+    from qconv.data.testdata import is_test_data_folder
+
+    return not (is_test_data_folder(path) or array_files(path))
 
 
 def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:

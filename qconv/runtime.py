@@ -20,6 +20,7 @@ from qconv.model_io import external_skeleton, stored_bytes, write_with_external_
 log = logging.getLogger(__name__)
 # Models holding this many bytes of tensors reach onnxruntime as files, not as serialized bytes.
 SESSION_FILE_BYTES = 1 << 28
+_IN_MEMORY_WARNED: list[bool] = []  # a large model has been handed over in memory
 # onnxruntime's own log lines (coloured, on stderr) would precede qconv's one-line errors.
 ort.set_default_logger_severity(4)
 
@@ -136,7 +137,9 @@ def _session_from_file(
             except ModelError as exc:
                 raise ModelError(exc.message.replace(str(path), "this model"), exc.hint) from exc
     except OSError as exc:  # a full or read-only temporary folder
-        log.warning("large model given to onnxruntime in memory: %s", exc)
+        if not _IN_MEMORY_WARNED:  # once: every session of the run would say the same
+            log.warning("large models given to onnxruntime in memory: %s", exc)
+        _IN_MEMORY_WARNED.append(True)
         return None
 
 

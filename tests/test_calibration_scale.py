@@ -126,6 +126,27 @@ def test_tensor_sizes_come_from_the_feed_shapes():
     sizes = tensor_bytes(model, feed)
     assert sizes["logits"] == 5 * 10 * 4
     assert max(sizes.values()) >= 5 * 32 * 8 * 8 * 4
+    assert sizes["input"] == 5 * 8 * 8 * 4  # graph inputs are exposed too
+    # weights are never exposed: as the largest "known" size they would split every group
+    assert not {t.name for t in model.graph.initializer} & set(sizes)
+
+
+def test_string_outputs_are_judged_by_equality():
+    from onnx import TensorProto, helper
+
+    from qconv.evaluate import evaluate
+    from tests.passes.test_quantize_passes import Batches
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["s"], to=TensorProto.STRING)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("s", TensorProto.STRING, ["N", 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    feeds = [{"x": np.arange(6, dtype=np.float32).reshape(2, 3)}]
+    (output,) = evaluate(model, model, Batches(feeds)).outputs
+    assert output.exact_match == 1.0 and output.cosine is None
 
 
 @pytest.mark.parametrize(

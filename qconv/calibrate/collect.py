@@ -117,8 +117,11 @@ def tensor_bytes(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> dict[st
         inferred = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
     except Exception:  # inference is best effort here; unknown sizes are assumed large
         inferred = fixed
-    sizes = {}
+    weights = {tensor.name for tensor in model.graph.initializer}
+    sizes = {name: array.nbytes for name, array in feed.items()}
     for value in [*inferred.graph.value_info, *inferred.graph.output]:
+        if value.name in weights:  # never exposed; as the "largest known" it would split groups
+            continue
         dims = value.type.tensor_type.shape.dim
         if dims and all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
             itemsize = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)

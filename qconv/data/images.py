@@ -196,6 +196,12 @@ def image_input(specs: Sequence[InputSpec]) -> InputSpec:
             f"image folders feed a 4-D float input, but the model input is {spec.describe()}",
             "give an .npz with arrays of the input's shape instead",
         )
+    channels = [spec.shape[axis] for axis in (1, 3)]
+    if all(_is_static(size) and size != 3 for size in channels):
+        raise DataError(
+            f"image folders give 3 channels, but the model input is {spec.describe()}",
+            "give an .npz with arrays of the input's shape instead",
+        )
     return spec
 
 

@@ -51,7 +51,8 @@ def refusal(pool: ir.Node) -> str | None:
     shape = pool.inputs[0].shape
     if shape is None or len(shape) != SPATIAL_RANK or not isinstance(shape[1], int):
         return "its input is not a 4-D tensor with a known channel count"
-    if shape[1] < MIN_CHANNELS:
+    dilated = any(d != 1 for d in pool.attributes.get_ints("dilations", [1, 1]))
+    if shape[1] < MIN_CHANNELS and not dilated:  # onnxruntime's integer pool has no dilations
         return f"under {MIN_CHANNELS} channels the integer pool is the faster kernel"
     if pool.attributes.get_string("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
         return "auto_pad SAME pads by a size known only at run time"

@@ -434,11 +434,13 @@ def test_empty_folder_is_refused(tmp_path):
         ImageFolderReader(tmp_path, [RGB8], Preprocess())
 
 
-def test_channel_mismatch_names_both_shapes(classes):
+def test_channel_mismatch_is_named_before_any_preprocessing_is_asked_for(classes):
+    from qconv.data import open_reader
+
     gray = InputSpec("x", F32, ("N", 1, 8, 8))
     with pytest.raises(DataError) as info:
-        ImageFolderReader(classes, [gray], Preprocess())
-    assert "[1, 3, 8, 8]" in info.value.message and "x float32[N,1,8,8]" in info.value.message
+        open_reader(classes, [gray])  # no --preprocess: it would not help
+    assert "give 3 channels" in info.value.message and "x float32[N,1,8,8]" in info.value.message
 
 
 def test_size_mismatch_suggests_the_crop(classes):
@@ -502,6 +504,9 @@ def test_preprocess_without_any_folder_is_refused(tmp_path):
 
     data = tmp_path / "d.npz"
     np.savez(data, x=np.zeros((2, 3, 8, 8), np.float32))
-    with pytest.raises(ConfigError, match="--preprocess prepares image folders"):
-        DataConfig(calib=data, eval="random", preprocess="resize=8")
-    assert DataConfig(calib=tmp_path, eval=data, preprocess="resize=8").preprocess  # a folder
+    for calib in (data, tmp_path):  # an .npz, a folder of arrays
+        with pytest.raises(ConfigError, match="--preprocess prepares image folders"):
+            DataConfig(calib=calib, eval="random", preprocess="resize=8")
+    images = tmp_path / "images"
+    write(images / "a.png", png_bytes(solid(8, 8, (1, 2, 3))))
+    assert DataConfig(calib=images, eval=data, preprocess="resize=8").preprocess

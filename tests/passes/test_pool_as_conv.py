@@ -18,7 +18,7 @@ SCALE = 0.05
 
 # A pool between the conversions, as insert_qdq leaves it.
 QDQ_POOL = """
-<ir_version: 8, opset_import: ["" : 13]>
+<ir_version: 9, opset_import: ["" : {opset}]>
 g (float[1, {channels}, 9, 9] x) => (float[1, {channels}, OH, OW] y) {{
     xq = QuantizeLinear (x, s, z)
     xd = DequantizeLinear (xq, s, z)
@@ -30,8 +30,8 @@ g (float[1, {channels}, 9, 9] x) => (float[1, {channels}, OH, OW] y) {{
 PADDED = "kernel_shape = [3, 3], strides = [2, 2], pads = [1, 1, 1, 1], count_include_pad = 1"
 
 
-def qdq_pool(attributes: str = PADDED, channels: int = 16) -> onnx.ModelProto:
-    text = QDQ_POOL.format(channels=channels, attributes=attributes)
+def qdq_pool(attributes: str = PADDED, channels: int = 16, opset: int = 13) -> onnx.ModelProto:
+    text = QDQ_POOL.format(channels=channels, attributes=attributes, opset=opset)
     model = make_model(text, {"s": np.float32(SCALE), "z": np.uint8(128)})
     return onnx.shape_inference.infer_shapes(model)
 
@@ -62,6 +62,15 @@ def test_pool_becomes_a_depthwise_conv_with_the_same_outputs(attributes):
         difference = np.abs(actual - expected)
         assert difference.max() <= SCALE * 1.001
         assert np.mean(difference > 0) < 0.05
+
+
+def test_a_dilated_pool_becomes_a_conv_whatever_its_channels():
+    # onnxruntime's integer pool has no dilations: a model with one would not load
+    model = qdq_pool("kernel_shape = [2, 2], dilations = [2, 2]", channels=4, opset=19)
+    converted, changed = apply(PoolAsConvPass(), model)
+    assert changed and "AveragePool" not in op_types(converted)
+    expected = run(model, feed(4))[0]
+    assert np.abs(create_session(converted).run(None, feed(4))[0] - expected).max() <= SCALE * 1.001
 
 
 def test_onnxruntime_runs_it_as_an_integer_convolution():
