@@ -28,6 +28,14 @@ def test_one_more_axis_means_one_feed_per_entry(tmp_path):
     assert feeds[0]["h"].shape == (2, 3) and feeds[0]["h"].dtype == np.float32
 
 
+def test_text_arrays_feed_string_inputs(tmp_path):
+    # numpy saves text as unicode (<U5); onnxruntime takes strings as object arrays
+    np.savez(tmp_path / "d.npz", text=np.array([["hello"], ["world"]]))
+    spec = InputSpec("text", np.dtype(object), ("N", 1))
+    (feed,) = list(open_reader(tmp_path / "d.npz", [spec], batch_size=2))
+    assert feed["text"].dtype == object and feed["text"].tolist() == [["hello"], ["world"]]
+
+
 def test_sample_subset_is_deterministic(tmp_path):
     np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).normal(size=(50, 1, 4, 4)))
     first = [f["x"] for f in open_reader(tmp_path / "d.npz", [IMAGE], 8, samples=12)]

@@ -89,7 +89,7 @@ def _load_npy(file: Path) -> np.ndarray:
     except ValueError as exc:
         raise DataError(
             f"{file} holds a pickled object array or is not an .npy file",
-            "save plain numeric arrays with numpy.save",
+            "save plain arrays (numbers, or text as numpy stores it) with numpy.save",
         ) from exc
     except OSError as exc:
         raise cannot_read(file, exc) from exc

@@ -105,7 +105,7 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
         if "pickle" in str(exc).lower():
             raise DataError(
                 f"{path} contains a pickled object array, which qconv refuses to load",
-                "save plain numeric arrays with numpy.savez",
+                "save plain arrays (numbers, or text as numpy stores it) with numpy.savez",
             ) from exc
         raise DataError(f"{path} is not a readable .npz ({exc})", "re-save it") from exc
     except (OSError, zipfile.BadZipFile, EOFError) as exc:

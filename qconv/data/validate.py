@@ -35,6 +35,8 @@ def converted(array: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
         np.issubdtype(array.dtype, np.integer) and np.issubdtype(spec.dtype, np.integer)
     ):
         return array.astype(spec.dtype)
+    if spec.dtype == np.dtype(object) and array.dtype.kind in "US":  # text, as numpy saves it
+        return array.astype(object)
     raise DataError(
         f"{where} has dtype {array.dtype} but input {spec.name!r} expects {spec.dtype}",
         f"save it as {spec.dtype}",
