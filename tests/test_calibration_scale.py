@@ -115,9 +115,10 @@ def test_grouped_passes_give_the_same_statistics_as_one_pass():
     grouped = quantize_model(model, reader(64), QuantizeConfig(), max_memory=budget)
     assert grouped.calibration_passes > 2
     assert set(grouped.ranges) == set(one.ranges)
-    # onnxruntime fuses differently when other tensors are exposed: float rounding may differ
     for name, tensor_range in one.ranges.items():
-        assert grouped.ranges[name].chosen == pytest.approx(tensor_range.chosen, rel=1e-5)
+        assert grouped.ranges[name].chosen == tensor_range.chosen
+    # calibration runs the graph as written, so how it is split changes nothing at all
+    assert grouped.model.SerializeToString() == one.model.SerializeToString()
 
 
 def test_tensor_sizes_come_from_the_feed_shapes():

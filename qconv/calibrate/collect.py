@@ -44,12 +44,12 @@ def with_outputs(
 
 
 def exposed_session(
-    model: onnx.ModelProto, tensors: Sequence[str], threads: int | None
+    model: onnx.ModelProto, tensors: Sequence[str], threads: int | None, optimize: bool = True
 ) -> tuple[object, list[str]]:
     """A session running :func:`with_outputs` of ``model``, and the output name of each tensor.
 
     A large model's weights are not copied: only the graph around them is (see
-    :func:`qconv.runtime.create_session`).
+    :func:`qconv.runtime.create_session`). ``optimize=False`` runs the graph as written.
     """
     outputs: list[str] = []
 
@@ -58,7 +58,7 @@ def exposed_session(
         outputs[:] = names
         return exposed
 
-    return create_session(model, threads=threads, edit=edit), outputs
+    return create_session(model, threads=threads, optimize=optimize, edit=edit), outputs
 
 
 def collect_statistics(
@@ -74,7 +74,10 @@ def collect_statistics(
     names = list(dict.fromkeys(tensors))
     if not names:
         return {}  # onnxruntime reads an empty output list as "every output"
-    session, outputs = exposed_session(model, names, threads)
+    # Unoptimized: onnxruntime's fusions depend on which tensors are exposed, so with them the
+    # statistics (by float rounding) and the model would depend on how --max-memory splits
+    # the passes; the graph as written gives the same statistics however it is split.
+    session, outputs = exposed_session(model, names, threads, optimize=False)
     stats = {name: TensorStats(bins_per_side) for name in names}
     total = reader.num_batches
     for index, feed in enumerate(reader):
