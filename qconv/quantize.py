@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,7 +40,6 @@ from qconv.model_io import (
     default_opset,
     serialized_bytes,
     stored_bytes,
-    write_with_external_data,
 )
 from qconv.ort_layout import EIGHT_BIT_POOL_NOTE, UNFUSED_NOTE, runtime_findings
 from qconv.passes import prepare
@@ -51,7 +49,7 @@ from qconv.passes.float_stem import KEPT_FLOAT
 from qconv.passes.insert_qdq import InsertQDQPass, QuantizedConstant
 from qconv.passes.pool_as_conv import PoolAsConvPass
 from qconv.plan import OWN_SCALE, RUNS_AS, QuantizationPlan, make_plan
-from qconv.runtime import SESSION_FILE_BYTES, create_session
+from qconv.runtime import SESSION_FILE_BYTES, create_session, temporary_model_file
 
 log = logging.getLogger(__name__)
 
@@ -458,14 +456,11 @@ def verify_model(model: onnx.ModelProto) -> None:
         return
     # A large model is checked as a file, written once: onnx.checker would serialize it and
     # parse it again, and onnxruntime maps a file's weights rather than copying them.
-    try:
-        with tempfile.TemporaryDirectory(prefix="qconv-verify-") as folder:
-            path = Path(folder) / "model.onnx"
-            write_with_external_data(model, path)
+    with temporary_model_file(model) as path:
+        if path is not None:
             _verify(str(path), path)
-    except OSError as exc:  # no room in the temporary folder: check it in memory instead
-        log.warning("large model verified in memory: %s", exc)
-        _verify(model, model)
+            return
+    _verify(model, model)  # no room in the temporary folder: checked in memory instead
 
 
 def _verify(checked: onnx.ModelProto | str, loaded: onnx.ModelProto | Path) -> None:

@@ -6,9 +6,10 @@ threading, providers and custom-op libraries are set the same way everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import onnx
@@ -20,7 +21,7 @@ from qconv.model_io import external_skeleton, stored_bytes, write_with_external_
 log = logging.getLogger(__name__)
 # Models holding this many bytes of tensors reach onnxruntime as files, not as serialized bytes.
 SESSION_FILE_BYTES = 1 << 28
-_IN_MEMORY_WARNED: list[bool] = []  # a large model has been handed over in memory
+_in_memory_warned = False  # a large model has been handed over in memory
 # onnxruntime's own log lines (coloured, on stderr) would precede qconv's one-line errors.
 ort.set_default_logger_severity(4)
 
@@ -123,24 +124,47 @@ def _session_from_file(
     maps the weights instead of holding a parsed copy of the serialized model and a copy of
     every initializer. None when the temporary folder has no room for it (the caller then
     builds the session from serialized bytes, which only costs memory)."""
+    with temporary_model_file(model, edit) as path:
+        if path is None:
+            return None
+        try:
+            return create_session(path, *session_args)
+        except ModelError as exc:
+            raise ModelError(exc.message.replace(str(path), "this model"), exc.hint) from exc
+
+
+@contextlib.contextmanager
+def temporary_model_file(
+    model: onnx.ModelProto, edit: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None
+) -> Iterator[Path | None]:
+    """``model`` (``edit`` of it, if given) in a temporary file with its weights as external
+    data, removed afterwards; None when the temporary folder has no room or cannot be written,
+    with a warning once per run."""
+    folder = None
     try:
-        with tempfile.TemporaryDirectory(prefix="qconv-session-") as folder:
-            path = Path(folder) / "model.onnx"
-            if edit is None:
-                write_with_external_data(model, path)
-            else:
-                data_name = path.name + ".data"
-                skeleton = external_skeleton(model, path.parent / data_name, data_name)
-                path.write_bytes(edit(skeleton).SerializeToString())
-            try:
-                return create_session(path, *session_args)
-            except ModelError as exc:
-                raise ModelError(exc.message.replace(str(path), "this model"), exc.hint) from exc
+        folder = tempfile.TemporaryDirectory(prefix="qconv-model-")
+        path = Path(folder.name) / "model.onnx"
+        if edit is None:
+            write_with_external_data(model, path)
+        else:
+            data_name = path.name + ".data"
+            skeleton = external_skeleton(model, path.parent / data_name, data_name)
+            path.write_bytes(edit(skeleton).SerializeToString())
     except OSError as exc:  # a full or read-only temporary folder
-        if not _IN_MEMORY_WARNED:  # once: every session of the run would say the same
-            log.warning("large models given to onnxruntime in memory: %s", exc)
-        _IN_MEMORY_WARNED.append(True)
-        return None
+        if folder is not None:
+            folder.cleanup()
+        _warn_in_memory(exc)
+        yield None
+        return
+    with folder:
+        yield path
+
+
+def _warn_in_memory(exc: OSError) -> None:
+    global _in_memory_warned  # once: every session of the run would say the same
+    if not _in_memory_warned:
+        log.warning("large models given to onnxruntime in memory: %s", exc)
+    _in_memory_warned = True
 
 
 def optimized_model(model: onnx.ModelProto) -> onnx.ModelProto:
