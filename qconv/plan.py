@@ -244,6 +244,7 @@ class _Planner:
             refusal = self._refusal(node)
             if refusal:
                 self.refusals[node] = refusal
+        self._refuse_readers_of_unfusable_pools(nodes)
         shifts = {n for n in nodes if _role(n) is Role.SHIFT}
         self.demoted = shifts & self.unshifted
         if self.config.symmetric_activations:  # the zero point must be free to move
@@ -282,7 +283,26 @@ class _Planner:
             return self._weight_refusal(node)
         if node.op_type == "Pad":
             return _pad_refusal(node, self.opset)
+        if node.op_type == "AveragePool":
+            return _average_pool_refusal(node)
         return None
+
+    def _refuse_readers_of_unfusable_pools(self, nodes: list[ir.Node]) -> None:
+        """Keep float whatever reads a pool onnxruntime cannot run on integers.
+
+        onnxruntime fuses any ``DequantizeLinear -> AveragePool -> QuantizeLinear`` into its
+        integer pool, whatever the plan says of the pool; with quantized tensors on both sides a
+        dilated pool would make a model that does not load. Its output stays float instead.
+        """
+        for pool in nodes:
+            if pool.op_type != "AveragePool" or _average_pool_refusal(pool) is None:
+                continue
+            detail = (
+                f"reads the output of {node_name(pool)}, which stays float: onnxruntime would "
+                "run that pool on integers, in a kernel without dilations"
+            )
+            for reader in pool.outputs[0].consumers():
+                self.refusals.setdefault(reader, (Reason.UNSUPPORTED_ATTRIBUTE, detail))
 
     def _weight_refusal(self, node: ir.Node) -> tuple[Reason, str] | None:
         if node.op_type == "MatMul":
@@ -632,6 +652,20 @@ def _pad_refusal(node: ir.Node, opset: int) -> tuple[Reason, str] | None:
     if value != 0.0:
         return Reason.UNSUPPORTED_ATTRIBUTE, "Pad with a constant other than 0"
     return None
+
+
+def _average_pool_refusal(node: ir.Node) -> tuple[Reason, str] | None:
+    """onnxruntime's integer AveragePool has no dilations: a dilated pool is int8 only where
+    it can run as a depthwise convolution (a model with it would not load)."""
+    if all(d == 1 for d in node.attributes.get_ints("dilations", [])):
+        return None
+    if (why_not := pool_as_conv.refusal(node)) is None:
+        return None
+    return (
+        Reason.UNSUPPORTED_ATTRIBUTE,
+        "dilations: onnxruntime's integer AveragePool has none, and it cannot run as a "
+        f"depthwise Conv ({why_not})",
+    )
 
 
 def _gemm_bias_refusal(node: ir.Node) -> tuple[Reason, str] | None:

@@ -98,15 +98,35 @@ def test_pools_that_would_compute_otherwise_or_run_slower_stay(attributes, chann
 
 
 FLOAT_MODEL = """
-<ir_version: 8, opset_import: ["" : 13]>
-g (float[N, 3, 16, 16] x) => (float[N, 8, 8, 8] y) {
+<ir_version: 9, opset_import: ["" : {opset}]>
+g (float[N, 3, 16, 16] x) => (float[N, 8, 8, 8] y) {{
     c = Conv <pads = [1, 1, 1, 1]> (x, W1, B1)
     r = Relu (c)
-    p = AveragePool <kernel_shape = [3, 3], strides = [2, 2], pads = [1, 1, 1, 1],
-                     count_include_pad = 1> (r)
+    p = AveragePool <{pool}> (r)
     y = Conv (p, W2, B2)
-}
+}}
 """
+
+
+def float_model(pool: str = PADDED, opset: int = 13) -> onnx.ModelProto:
+    r = rng()
+    model = make_model(
+        FLOAT_MODEL.format(pool=pool, opset=opset),
+        {
+            "W1": r.normal(0, 0.5, (16, 3, 3, 3)).astype(np.float32),
+            "B1": r.normal(0, 0.1, 16).astype(np.float32),
+            "W2": r.normal(0, 0.5, (8, 16, 1, 1)).astype(np.float32),
+            "B2": r.normal(0, 0.1, 8).astype(np.float32),
+        },
+    )
+    for node in model.graph.node:
+        node.name = f"{node.op_type}_{node.output[0]}"
+    return model
+
+
+def float_feeds() -> list[dict[str, np.ndarray]]:
+    r = rng()
+    return [{"x": r.normal(0, 1, (2, 3, 16, 16)).astype(np.float32)} for _ in range(4)]
 
 
 @pytest.mark.parametrize(
@@ -118,19 +138,7 @@ g (float[N, 3, 16, 16] x) => (float[N, 8, 8, 8] y) {
     ],
 )
 def test_quantize_model_writes_the_pool_as_a_conv_and_says_so(fmt, activations):
-    r = rng()
-    model = make_model(
-        FLOAT_MODEL,
-        {
-            "W1": r.normal(0, 0.5, (16, 3, 3, 3)).astype(np.float32),
-            "B1": r.normal(0, 0.1, 16).astype(np.float32),
-            "W2": r.normal(0, 0.5, (8, 16, 1, 1)).astype(np.float32),
-            "B2": r.normal(0, 0.1, 8).astype(np.float32),
-        },
-    )
-    for node in model.graph.node:
-        node.name = f"{node.op_type}_{node.output[0]}"
-    feeds = [{"x": r.normal(0, 1, (2, 3, 16, 16)).astype(np.float32)} for _ in range(4)]
+    model, feeds = float_model(), float_feeds()
     config = QuantizeConfig(
         format=fmt, activation_type=activations, float_stem=False, runtime_tuning=False
     )
@@ -145,3 +153,19 @@ def test_quantize_model_writes_the_pool_as_a_conv_and_says_so(fmt, activations):
     reference, approx = run(model, feeds[0])[0], run(result.model, feeds[0])[0]
     error = np.linalg.norm(reference - approx) / np.linalg.norm(reference)
     assert error < 0.02
+
+
+def test_a_dilated_pool_that_cannot_be_a_conv_stays_float_and_the_model_loads():
+    # Border windows over fewer values: no depthwise Conv computes it, and onnxruntime's
+    # integer pool has no dilations (a model with one fails to load)
+    pool = "kernel_shape = [3, 3], dilations = [2, 2], pads = [2, 2, 2, 2], strides = [2, 2]"
+    model, feeds = float_model(pool, opset=19), float_feeds()
+    result = quantize_model(model, Batches(feeds), QuantizeConfig(float_stem=False))
+    decision = next(d for d in result.decisions if d.op_type == "AveragePool")
+    assert not decision.reason.quantized
+    assert "dilations" in decision.detail and "count_include_pad=0" in decision.detail
+    reader = next(d for d in result.decisions if d.node == "Conv_y")
+    assert not reader.reason.quantized and "stays float" in reader.detail
+    assert "QLinearAveragePool" not in op_types(optimized_model(result.model))
+    reference, approx = run(model, feeds[0])[0], run(result.model, feeds[0])[0]
+    assert np.linalg.norm(reference - approx) / np.linalg.norm(reference) < 0.02
