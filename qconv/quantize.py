@@ -175,6 +175,7 @@ def quantize_model(
         ToQOperatorPass(decisions)(model)
     CompactPass()(model)
     quantized = ir.to_proto(model)
+    keep_declared_interface(quantized, float_model)
     # Intermediate shape annotations from preparation would add a sizeable share to small
     # models; onnxruntime infers them again on load.
     del quantized.graph.value_info[:]
@@ -269,6 +270,18 @@ def _prepare_checked(
         f"calibration batch ({problem}); a qconv bug, please report it"
     )
     return model, proto, decisions
+
+
+def keep_declared_interface(model: onnx.ModelProto, original: onnx.ModelProto) -> None:
+    """Give ``model``'s graph inputs and outputs the declarations they have in ``original``.
+
+    Shape inference during preparation rewrites them (a symbolic dimension ``N`` of an output
+    comes back as ``unk__0``), and callers, or a model fed by this one, may rely on the names.
+    """
+    declared = {v.name: v for v in [*original.graph.input, *original.graph.output]}
+    for value in [*model.graph.input, *model.graph.output]:
+        if value.name in declared:
+            value.CopyFrom(declared[value.name])
 
 
 def keep_float_if_larger(result: QuantizationResult, float_model: onnx.ModelProto) -> bool:

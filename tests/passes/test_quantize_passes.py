@@ -286,6 +286,31 @@ def test_a_graph_input_or_weight_that_is_also_an_output_keeps_the_interface(fmt)
     assert sqnr_db(expected[0], actual[0]) > 25
 
 
+# Shape inference cannot tell the batch size of a Resize by scales: it would call it unk__0.
+RESIZED = """
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 4, 8, 8] x) => (float[N, 4, 16, 16] y) {
+    c = Conv <pads = [1, 1, 1, 1]> (x, W1)
+    u = Resize <mode = "nearest"> (c, , scales)
+    v = Conv <pads = [1, 1, 1, 1]> (u, W2)
+    y = Relu (v)
+}
+"""
+
+
+def test_the_graph_inputs_and_outputs_stay_declared_as_they_were():
+    from qconv.quantize import quantize_model
+
+    r = rng()
+    weights = {k: r.normal(0, 0.3, (4, 4, 3, 3)).astype(np.float32) for k in ("W1", "W2")}
+    model = make_model(RESIZED, {**weights, "scales": np.array([1, 1, 2, 2], np.float32)})
+    data = [{"x": r.normal(0, 1, (2, 4, 8, 8)).astype(np.float32)} for _ in range(4)]
+    result = quantize_model(model, Batches(data), QuantizeConfig(float_stem=False))
+    assert "QuantizeLinear" in op_types(result.model)
+    assert list(result.model.graph.input) == list(model.graph.input)
+    assert list(result.model.graph.output) == list(model.graph.output)
+
+
 def test_qoperator_refuses_int8_activations_with_uint8_weights():
     from qconv.config import QuantFormat, QuantType
     from qconv.errors import ConfigError
