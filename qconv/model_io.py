@@ -63,6 +63,7 @@ def load_proto_and_files(path: Path) -> tuple[onnx.ModelProto, list[Path]]:
     files = _load_external_data(proto, path)
     _check_opset(proto, path)
     _check(proto, path)
+    _check_value_types(proto, path)
     return proto, files
 
 
@@ -141,6 +142,32 @@ def default_opset(proto: onnx.ModelProto) -> int | None:
         if opset.domain in ("", "ai.onnx"):
             return opset.version
     return None
+
+
+def _check_value_types(proto: onnx.ModelProto, path: Path) -> None:
+    """Refuse maps (scikit-learn's ZipMap outputs): the graph model (onnx-ir) has no map type."""
+    graph = proto.graph
+    for kind, values in (
+        ("input", graph.input),
+        ("output", graph.output),
+        ("tensor", graph.value_info),
+    ):
+        for value in values:
+            if _holds_map(value.type):
+                raise ModelError(
+                    f"{path}: {kind} {value.name!r} is a map or a sequence of maps (as "
+                    "scikit-learn's ZipMap writes), and qconv reads models of tensors",
+                    "export the model without ZipMap (skl2onnx: options={'zipmap': False})",
+                )
+
+
+def _holds_map(value_type: onnx.TypeProto) -> bool:
+    kind = value_type.WhichOneof("value")
+    if kind == "map_type":
+        return True
+    if kind in ("sequence_type", "optional_type"):
+        return _holds_map(getattr(value_type, kind).elem_type)
+    return False
 
 
 def _check(proto: onnx.ModelProto, path: Path) -> None:

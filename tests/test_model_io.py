@@ -58,6 +58,34 @@ def test_checker_failure_is_a_model_error(tmp_path):
         load_proto(tmp_path / "bad.onnx")
 
 
+def test_a_zipmap_output_is_refused_with_the_export_option_that_avoids_it(tmp_path):
+    # scikit-learn classifiers exported by skl2onnx return a sequence of {class: probability}
+    probabilities = helper.make_tensor_value_info("p", onnx.TensorProto.FLOAT, [None, 3])
+    zipmap = helper.make_node(
+        "ZipMap", ["p"], ["z"], domain="ai.onnx.ml", classlabels_int64s=[0, 1, 2]
+    )
+    graph = helper.make_graph(
+        [zipmap],
+        "g",
+        [probabilities],
+        [
+            helper.make_value_info(
+                "z",
+                helper.make_sequence_type_proto(
+                    helper.make_map_type_proto(
+                        onnx.TensorProto.INT64, helper.make_tensor_type_proto(1, [])
+                    )
+                ),
+            )
+        ],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets), tmp_path / "skl.onnx")
+    with pytest.raises(ModelError, match="output 'z' is a map or a sequence of maps") as info:
+        load_proto(tmp_path / "skl.onnx")
+    assert "zipmap" in info.value.hint
+
+
 def _denied(path, *args, **kwargs):
     raise PermissionError(13, "Permission denied", str(path))
 
