@@ -274,6 +274,11 @@ class _Planner:
         if kept_float(node):
             return Reason.FASTER_IN_FLOAT, kept_float(node)
         role = _role(node)
+        if role is None and node.op_type == "Clip":
+            return Reason.NO_INTEGER_KERNEL, (
+                "only a Clip from 0 (a ReLU6) folds into a quantized range, or one after a "
+                "constant Add runs on the integers; this one runs in float"
+            )
         if role is None:
             return Reason.NO_INTEGER_KERNEL, f"standard ONNX has no integer {node.op_type}"
         for value in _data_inputs(node, role) + list(node.outputs[: _data_outputs(node)]):

@@ -256,6 +256,25 @@ def test_a_clip_with_a_computed_max_is_kept_not_folded():
     assert sqnr_db(run(model, data[0])[0], run(quantized, data[0])[0]) > 25
 
 
+def test_a_clip_with_only_a_max_stays_float_and_says_why():
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 3, 8, 8] x) => (float[N, 4, 8, 8] y) {
+        a = Conv <pads = [1, 1, 1, 1]> (x, W1, B1)
+        c = Clip (a, , hi)
+        y = Conv <pads = [1, 1, 1, 1]> (c, W2, B2)
+    }
+    """
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in conv_model().graph.initializer}
+    model = make_model(text, {**weights, "hi": np.array(6.0, dtype=np.float32)})
+    clip = next(
+        d
+        for d in make_plan(ir.from_proto(model), QuantizeConfig()).decisions
+        if d.op_type == "Clip"
+    )
+    assert clip.reason is Reason.NO_INTEGER_KERNEL and "a Clip from 0" in clip.detail
+
+
 # x is read by the MatMul and also returned as it is; W is returned too.
 INTERFACE = """
 <ir_version: 8, opset_import: ["" : 17]>
