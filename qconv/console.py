@@ -168,7 +168,7 @@ def _summary_table(report: Report) -> Table:
         table.add_row(
             f"latency ({lat.threads}T, batch 1)",
             f"float {lat.float_median_ms:.3f} ms -> int8 {lat.int8_median_ms:.3f} ms, "
-            f"{lat.speedup:.2f}x (median of {lat.runs}; p90 {lat.float_p90_ms:.3f} -> "
+            f"{lat.comparison()} (median of {lat.runs}; p90 {lat.float_p90_ms:.3f} -> "
             f"{lat.int8_p90_ms:.3f})",
         )
     table.add_row("verified", "onnx.checker + onnxruntime load" if report.verified else "NO")

@@ -230,7 +230,12 @@ def _speed_notes(latency: LatencySummary | None) -> list[str]:
     return [
         f"SLOWER THAN FLOAT: int8 {latency.int8_median_ms:.3g} ms against float "
         f"{latency.float_median_ms:.3g} ms at {latency.threads} thread(s) on this machine"
-        + (f"; most int8 time goes to {where}" if where else "")
+        + (
+            f"; most int8 time goes to {where} (onnxruntime's profiler, which adds its own "
+            "time to every op)"
+            if where
+            else ""
+        )
         + ". --min-speedup 1 turns this into exit code 3"
     ]
 

@@ -270,7 +270,7 @@ def _latency_card(lat: LatencySummary | None) -> Html:
         ]
     )
     detail = (
-        f"{lat.speedup:.2f}× faster; median of {lat.runs} runs, "
+        f"{lat.comparison('×')}; median of {lat.runs} runs, "
         f"{_plural(lat.threads, 'thread')}, batch 1"
     )
     state = "pass" if lat.speedup >= 1 else "warn"

@@ -68,7 +68,7 @@ def _summary(report: Report) -> str:
                 f"latency ({lat.threads} thread{'s' if lat.threads > 1 else ''}, batch 1)",
                 f"float {lat.float_median_ms:.3f} ms (p90 {lat.float_p90_ms:.3f}), "
                 f"int8 {lat.int8_median_ms:.3f} ms (p90 {lat.int8_p90_ms:.3f}); "
-                f"{lat.speedup:.2f}x faster",
+                f"{lat.comparison()}",
             ]
         )
     if report.environment:

@@ -172,6 +172,12 @@ class LatencySummary:
     def speedup(self) -> float:
         return self.float_median_ms / self.int8_median_ms if self.int8_median_ms else 0.0
 
+    def comparison(self, times: str = "x") -> str:
+        """``1.54x faster`` or ``1.25x slower`` (not ``0.80x faster``)."""
+        if self.speedup >= 1 or not self.speedup:
+            return f"{self.speedup:.2f}{times} faster"
+        return f"{1 / self.speedup:.2f}{times} slower"
+
 
 @dataclass
 class SensitivityEntry:
