@@ -8,7 +8,8 @@ constants and of BatchNormalization into the Conv or ConvTranspose before them (
 so a BN after a bias Add folds too), BatchNormalization folding into Gemm/MatMul, marking of the
 first convolutions that run faster in float (a light first layer, then light Conv+HardSwish
 layers), HardSigmoid and HardSwish (elsewhere) written out in ops with integer forms, a
-topological sort and shape inference (the plan needs dtypes), then padding of depthwise
+topological sort and shape inference (the plan needs dtypes), means over every spatial axis
+written as GlobalAveragePool (it needs the ranks), then padding of depthwise
 convolutions to channel counts onnxruntime's int8 kernel runs fast (it needs the inferred
 shapes). Rewriting runs after calibration: Q/DQ insertion, average pools that would run on
 integers turned into depthwise convolutions (onnxruntime's integer pool is slow), then optionally
@@ -30,6 +31,7 @@ from qconv.passes.fold_affine import FoldAffinePass
 from qconv.passes.fold_batchnorm import FoldBatchNormPass
 from qconv.passes.fold_constants import FoldConstantsPass
 from qconv.passes.inline_constant_if import InlineConstantIfPass
+from qconv.passes.mean_as_pool import MeanAsPoolPass
 from qconv.passes.pad_channels import PadChannelsPass
 from qconv.passes.remove_identity import RemoveIdentityPass
 from qconv.passes.upgrade_opset import UpgradeOpsetPass
@@ -61,6 +63,8 @@ def prepare(
     passes.append(TopologicalSortPass())
     ir.passes.Sequential(*passes)(model)
     _infer_shapes(model, decisions)
+    if config.fuse:  # it needs the inferred ranks
+        MeanAsPoolPass(decisions)(model)
     if config.fuse and config.weight_type is QuantType.INT8:
         # onnxruntime's fast depthwise kernel is the one for symmetric int8 weights.
         PadChannelsPass(config.exclude, decisions)(model)
