@@ -1,6 +1,7 @@
 """The passes and the one place where their order is written.
 
-Preparation runs on the float graph before calibration: conversion to opset 13 when per-channel
+Preparation runs on the float graph before calibration: inlining of the model's local functions,
+conversion to opset 13 when per-channel
 weights are wanted and the model is older, Identity/Dropout removal, constant folding (so
 weights behind Constant/Cast/Transpose chains become initializers), inlining of If nodes whose
 condition is constant, folding of per-channel Mul/Div/Add/Sub
@@ -31,6 +32,7 @@ from qconv.passes.fold_affine import FoldAffinePass
 from qconv.passes.fold_batchnorm import FoldBatchNormPass
 from qconv.passes.fold_constants import FoldConstantsPass
 from qconv.passes.inline_constant_if import InlineConstantIfPass
+from qconv.passes.inline_functions import InlineFunctionsPass
 from qconv.passes.mean_as_pool import MeanAsPoolPass
 from qconv.passes.pad_channels import PadChannelsPass
 from qconv.passes.remove_identity import RemoveIdentityPass
@@ -46,7 +48,8 @@ def prepare(
 
     ``upgrade_opset=False`` keeps a model below opset 13 at its opset (weights per tensor).
     """
-    passes: list[ir.passes.PassBase] = []
+    # first: the opset conversion does not reach into function bodies
+    passes: list[ir.passes.PassBase] = [InlineFunctionsPass(decisions)]
     if upgrade_opset and not isinstance(config.weight_granularity, PerTensor):
         passes.append(UpgradeOpsetPass(decisions))
     passes += [
