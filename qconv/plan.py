@@ -313,10 +313,10 @@ class _Planner:
         if node.op_type == "MatMul":
             return None  # a MatMul of two activations quantizes both as activations
         if constant_array(node.inputs[1]) is None:
-            return Reason.WEIGHT_NOT_CONSTANT, "the weight is not a constant initializer"
+            return Reason.WEIGHT_NOT_CONSTANT, _not_constant("weight", node.inputs[1])
         bias = node.inputs[2] if len(node.inputs) > 2 else None
         if bias is not None and constant_array(bias) is None:
-            return Reason.WEIGHT_NOT_CONSTANT, "the bias is not a constant initializer"
+            return Reason.WEIGHT_NOT_CONSTANT, _not_constant("bias", bias)
         if (
             node.op_type == "Gemm"
             and bias is not None
@@ -657,6 +657,12 @@ def _pad_refusal(node: ir.Node, opset: int) -> tuple[Reason, str] | None:
     if value != 0.0:
         return Reason.UNSUPPORTED_ATTRIBUTE, "Pad with a constant other than 0"
     return None
+
+
+def _not_constant(kind: str, value: ir.Value) -> str:
+    if value.is_graph_input():
+        return f"the {kind} is a graph input, which a caller may replace at run time"
+    return f"the {kind} is not a constant initializer"
 
 
 def _average_pool_refusal(node: ir.Node) -> tuple[Reason, str] | None:

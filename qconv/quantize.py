@@ -370,6 +370,10 @@ def _follow_onnxruntime(
     probe_plan, ranges = _settle_offsets(probe, config, make_plan(probe, config), stats)
     _rewrite(probe, probe_plan, ranges, config, DecisionLog())
     findings = runtime_findings(ir.to_proto(probe))
+    # A weighted op the plan refused (a weight that is not constant) may read a quantized
+    # tensor and run in float too: it keeps its own reason.
+    planned = {node.name for node in probe_plan.int8_nodes}
+    findings = replace(findings, unfused=[n for n in findings.unfused if n in planned])
     for name, kernel in findings.integer_kernels.items():
         nodes[name].meta[RUNS_AS] = kernel
     if not findings:  # the plan stands; its decisions now say what onnxruntime fuses

@@ -1,6 +1,7 @@
 """The passes and the one place where their order is written.
 
-Preparation runs on the float graph before calibration: inlining of the model's local functions,
+Preparation runs on the float graph before calibration: initializers that an older exporter also
+listed as graph inputs taken as constants, inlining of the model's local functions,
 conversion to opset 13 when per-channel
 weights are wanted and the model is older, Identity/Dropout removal, constant folding (so
 weights behind Constant/Cast/Transpose chains become initializers), inlining of If nodes whose
@@ -31,6 +32,7 @@ from qconv.passes.float_stem import MarkFloatStemPass
 from qconv.passes.fold_affine import FoldAffinePass
 from qconv.passes.fold_batchnorm import FoldBatchNormPass
 from qconv.passes.fold_constants import FoldConstantsPass
+from qconv.passes.initializer_inputs import InitializerInputsPass
 from qconv.passes.inline_constant_if import InlineConstantIfPass
 from qconv.passes.inline_functions import InlineFunctionsPass
 from qconv.passes.mean_as_pool import MeanAsPoolPass
@@ -49,7 +51,10 @@ def prepare(
     ``upgrade_opset=False`` keeps a model below opset 13 at its opset (weights per tensor).
     """
     # first: the opset conversion does not reach into function bodies
-    passes: list[ir.passes.PassBase] = [InlineFunctionsPass(decisions)]
+    passes: list[ir.passes.PassBase] = [
+        InitializerInputsPass(decisions),
+        InlineFunctionsPass(decisions),
+    ]
     if upgrade_opset and not isinstance(config.weight_granularity, PerTensor):
         passes.append(UpgradeOpsetPass(decisions))
     passes += [
