@@ -271,19 +271,21 @@ class _Planner:
     def _refusal(self, node: ir.Node) -> tuple[Reason, str] | None:
         if excluded(node, self.config.exclude):
             return Reason.EXCLUDED, "listed in --exclude"
+        role = _role(node)
+        if role is not None:  # a faster-in-float claim is about float32 kernels
+            for value in _data_inputs(node, role) + list(node.outputs[: _data_outputs(node)]):
+                if value.dtype is not None and value.dtype != ir.DataType.FLOAT:
+                    return Reason.NOT_FLOAT, _not_float32(value)
         if kept_float(node):
             return Reason.FASTER_IN_FLOAT, kept_float(node)
-        role = _role(node)
-        if role is None and node.op_type == "Clip":
+        if role is None and node.op_type in FOLDABLE_ACTIVATIONS:
             return Reason.NO_INTEGER_KERNEL, (
-                "only a Clip from 0 (a ReLU6) folds into a quantized range, or one after a "
-                "constant Add runs on the integers; this one runs in float"
+                f"a {node.op_type} is int8 only folded into the range of a quantized op before "
+                "it (a Clip from 0, like ReLU6) or, after a constant Add, run on the integers; "
+                "this one runs in float"
             )
         if role is None:
             return Reason.NO_INTEGER_KERNEL, f"standard ONNX has no integer {node.op_type}"
-        for value in _data_inputs(node, role) + list(node.outputs[: _data_outputs(node)]):
-            if value.dtype is not None and value.dtype != ir.DataType.FLOAT:
-                return Reason.NOT_FLOAT, f"tensor {value.name!r} is {value.dtype.name}"
         if role is Role.WEIGHTED:
             return self._weight_refusal(node)
         if node.op_type == "Pad":
@@ -657,6 +659,13 @@ def _pad_refusal(node: ir.Node, opset: int) -> tuple[Reason, str] | None:
     if value != 0.0:
         return Reason.UNSUPPORTED_ATTRIBUTE, "Pad with a constant other than 0"
     return None
+
+
+def _not_float32(value: ir.Value) -> str:
+    detail = f"tensor {value.name!r} is {value.dtype.name}"
+    if value.dtype.is_floating_point():
+        detail += ": qconv quantizes float32 computation; convert the model to float32 first"
+    return detail
 
 
 def _not_constant(kind: str, value: ir.Value) -> str:

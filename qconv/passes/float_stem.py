@@ -127,7 +127,9 @@ def _macs_per_pixel(conv: ir.Node) -> int | None:
 
 def _weight(conv: ir.Node) -> np.ndarray | None:
     weight = constant_array(conv.inputs[1]) if len(conv.inputs) > 1 else None
-    return None if weight is None or weight.ndim < 3 else weight
+    if weight is None or weight.ndim < 3 or weight.dtype != np.float32:
+        return None  # the timings behind the rules are float32's
+    return weight
 
 
 def kept_float(node: ir.Node) -> str | None:

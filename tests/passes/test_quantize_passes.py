@@ -340,3 +340,18 @@ def test_qoperator_refuses_int8_activations_with_uint8_weights():
             activation_type=QuantType.INT8,
             weight_type=QuantType.UINT8,
         )
+
+
+def test_a_float16_model_is_refused_per_node_with_what_to_do():
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float16[N, 3, 8, 8] x) => (float16[N, 4, 8, 8] y) {
+        a = Conv <pads = [1, 1, 1, 1]> (x, W1)
+        y = Relu (a)
+    }
+    """
+    model = make_model(text, {"W1": rng().normal(0, 0.3, (4, 3, 3, 3)).astype(np.float16)})
+    graph = ir.from_proto(onnx.shape_inference.infer_shapes(model))
+    conv = next(d for d in make_plan(graph, QuantizeConfig()).decisions if d.op_type == "Conv")
+    assert conv.reason is Reason.NOT_FLOAT
+    assert "FLOAT16" in conv.detail and "convert the model to float32" in conv.detail
