@@ -10,9 +10,12 @@ at 262,144 (512 -> 512). An island under ``ISLAND_MACS`` multiply-adds in all, w
 weighted node's size known, is marked to stay float (``node.meta[KEPT_FLOAT]``); re-planning
 then leaves its other nodes float too, having no quantized neighbour.
 
-Sizes are per inference at batch 1: a symbolic first axis counts as 1, any other symbolic size
-makes the island's size unknown and the island stays int8. Guarantees: only nodes of groups
-with no quantized neighbour are marked, so no other node's quantization changes.
+Sizes are per inference at batch 1: a symbolic first axis counts as 1; another symbolic size
+(a sequence length) is taken from ``observed``, shapes inferred for a calibration sample at
+batch 1, and without it the island's size is unknown and the island stays int8.
+
+Guarantees: only nodes of groups with no quantized neighbour are marked, so no other node's
+quantization changes.
 """
 
 from __future__ import annotations
@@ -29,12 +32,17 @@ ISLAND_MACS = 65_536
 WEIGHTED = ("Conv", "Gemm", "MatMul")
 
 
-def mark_small_islands(plan: QuantizationPlan) -> bool:
-    """Mark the weighted nodes of every small int8 island to stay float; True if any was."""
+def mark_small_islands(
+    plan: QuantizationPlan, observed: dict[str, tuple[tuple[int, ...], object]] | None = None
+) -> bool:
+    """Mark the weighted nodes of every small int8 island to stay float; True if any was.
+
+    ``observed``: tensor name -> (shape, dtype) for one sample at batch 1
+    (:func:`qconv.calibrate.collect.inferred_shapes`)."""
     marked = False
     for island in _islands(set(plan.int8_nodes)):
         weighted = [node for node in island if node.op_type in WEIGHTED]
-        sizes = [_macs(node) for node in weighted]
+        sizes = [_macs(node, observed or {}) for node in weighted]
         if not weighted or None in sizes or sum(sizes) >= ISLAND_MACS:
             continue
         total = sum(sizes)
@@ -74,22 +82,32 @@ def _neighbours(node: ir.Node) -> list[ir.Node]:
     return [other for other in producers + consumers if other is not None]
 
 
-def _macs(node: ir.Node) -> int | None:
+def _macs(node: ir.Node, observed: dict[str, tuple[tuple[int, ...], object]]) -> int | None:
     """Multiply-adds of one inference at batch 1, or None when a size is unknown."""
     weight = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
-    output = node.outputs[0].shape
-    if weight is None or weight.ndim < 2 or output is None:
+    dims = _output_dims(node.outputs[0], observed)
+    if weight is None or weight.ndim < 2 or dims is None:
         return None
-    dims = []
-    for axis, dim in enumerate(output):
-        if isinstance(dim, int):
-            dims.append(dim)
-        elif axis == 0:
-            dims.append(1)  # the batch
-        else:
-            return None
     if node.op_type == "Conv" or (node.op_type == "Gemm" and node.attributes.get_int("transB", 0)):
         features = weight.shape[0]
     else:
         features = weight.shape[-1]
     return math.prod(dims) * (weight.size // features)
+
+
+def _output_dims(
+    value: ir.Value, observed: dict[str, tuple[tuple[int, ...], object]]
+) -> list[int] | None:
+    if value.shape is None:
+        return list(observed[value.name][0]) if value.name in observed else None
+    dims = []
+    for axis, dim in enumerate(value.shape):
+        if isinstance(dim, int):
+            dims.append(dim)
+        elif axis == 0:
+            dims.append(1)  # the batch
+        elif value.name in observed:
+            return list(observed[value.name][0])
+        else:
+            return None
+    return dims

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 
@@ -20,6 +21,7 @@ from qconv.calibrate.collect import (
     ProgressCallback,
     collect_statistics,
     group_tensors,
+    inferred_shapes,
     tensor_bytes,
 )
 from qconv.calibrate.histogram import TensorStats
@@ -136,11 +138,13 @@ def quantize_model(
             "models up to 2 GiB (onnxruntime gets them serialized, which protobuf caps at 2 GiB)",
             "quantize a smaller export, for example one part of the model at a time",
         )
-    model, prepared, decisions = _prepare_checked(float_model, config, calibration, threads)
+    first_feed = next(iter(calibration))
+    model, prepared, decisions = _prepare_checked(float_model, config, first_feed, threads)
     if absent_ops:
         decisions.note(f"--exclude {', '.join(absent_ops)}: no such op in this model")
     plan = make_plan(model, config)
-    if config.runtime_tuning and mark_small_islands(plan):
+    observed = inferred_shapes(prepared, first_feed, batch=1) if config.runtime_tuning else {}
+    if config.runtime_tuning and mark_small_islands(plan, observed):
         plan = make_plan(model, config)
     for note in plan.notes:
         decisions.note(note)
@@ -217,7 +221,7 @@ def _rewrite(
 def _prepare_checked(
     float_model: onnx.ModelProto,
     config: QuantizeConfig,
-    calibration: DataReader,
+    feed: dict[str, np.ndarray],
     threads: int | None,
 ) -> tuple[ir.Model, onnx.ModelProto, DecisionLog]:
     """The prepared float model (and its protobuf), checked to compute the original's outputs
@@ -230,7 +234,6 @@ def _prepare_checked(
     Raises:
         VerificationError: Even the least preparation changes the outputs (a qconv bug).
     """
-    feed = next(iter(calibration))
     expected = equivalence.reference(float_model, feed, threads)
 
     def attempt(

@@ -52,8 +52,12 @@ def test_a_large_island_stays_int8(tmp_path):
     assert matmul(result).reason is Reason.QUANTIZED
 
 
-def test_an_island_of_unknown_size_stays_int8(tmp_path):
-    result = quantize(tmp_path, 128, 12, leading="T, ")  # a sequence of unknown length
+def test_a_symbolic_sequence_length_is_sized_by_the_calibration_data(tmp_path):
+    # T is symbolic in the graph; the calibration samples have T = 3: 3 x 128 x 12
+    result = quantize(tmp_path, 128, 12, leading="T, ")
+    assert matmul(result).reason is Reason.FASTER_IN_FLOAT
+    assert "4,608 multiply-adds" in matmul(result).detail
+    result = quantize(tmp_path, 512, 512, leading="T, ")  # 786,432
     assert matmul(result).reason is Reason.QUANTIZED
 
 

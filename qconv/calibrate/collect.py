@@ -7,6 +7,7 @@ into a :class:`TensorStats` and dropped, so memory stays that of one batch plus 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -105,33 +106,43 @@ def run_batch(session, names: list[str], feed: dict[str, np.ndarray], index: int
 def tensor_bytes(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> dict[str, int]:
     """Bytes each tensor takes for ``feed``, from shape inference with the feed's real shapes.
 
-    Tensors whose size inference cannot tell are counted as large as the largest known one.
+    Tensors whose size inference cannot tell are left out (callers count them as large as the
+    largest known one); weights are left out too, being never exposed.
     """
+    weights = {tensor.name for tensor in model.graph.initializer}
+    sizes = {name: array.nbytes for name, array in feed.items()}
+    for name, (shape, dtype) in inferred_shapes(model, feed).items():
+        if name not in weights:  # as the "largest known" a weight would split groups
+            sizes[name] = math.prod(shape) * dtype.itemsize
+    return sizes
+
+
+def inferred_shapes(
+    model: onnx.ModelProto, feed: dict[str, np.ndarray], batch: int | None = None
+) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every tensor whose size shape inference can tell when the graph
+    inputs have the shapes of ``feed`` (with ``batch``, a symbolic first axis gets that size)."""
     from qconv.model_io import without_weight_data
 
     fixed = without_weight_data(model)  # a deep copy would duplicate every weight
     for value in fixed.graph.input:
         if value.name in feed:
             dims = value.type.tensor_type.shape.dim
-            for dim, size in zip(dims, feed[value.name].shape, strict=False):
+            for axis, (dim, size) in enumerate(zip(dims, feed[value.name].shape, strict=False)):
+                symbolic_batch = axis == 0 and not dim.HasField("dim_value")
                 dim.Clear()
-                dim.dim_value = size
+                dim.dim_value = batch if batch is not None and symbolic_batch else size
     try:
         inferred = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
-    except Exception:  # inference is best effort here; unknown sizes are assumed large
+    except Exception:  # inference is best effort here; callers treat unknown sizes as such
         inferred = fixed
-    weights = {tensor.name for tensor in model.graph.initializer}
-    sizes = {name: array.nbytes for name, array in feed.items()}
+    shapes = {}
     for value in [*inferred.graph.value_info, *inferred.graph.output]:
-        if value.name in weights:  # never exposed; as the "largest known" it would split groups
-            continue
         dims = value.type.tensor_type.shape.dim
         if dims and all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
-            itemsize = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
-            sizes[value.name] = (
-                int(np.prod([d.dim_value for d in dims])) * np.dtype(itemsize).itemsize
-            )
-    return sizes
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+            shapes[value.name] = (tuple(d.dim_value for d in dims), np.dtype(dtype))
+    return shapes
 
 
 def group_tensors(

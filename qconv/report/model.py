@@ -174,6 +174,8 @@ class LatencySummary:
 
     def comparison(self, times: str = "x") -> str:
         """``1.54x faster`` or ``1.25x slower`` (not ``0.80x faster``)."""
+        if f"{self.speedup:.2f}" == "1.00":
+            return f"1.00{times}, as fast"
         if self.speedup >= 1 or not self.speedup:
             return f"{self.speedup:.2f}{times} faster"
         return f"{1 / self.speedup:.2f}{times} slower"
