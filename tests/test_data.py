@@ -193,3 +193,26 @@ def test_shape_sets_symbolic_sizes_and_the_data_must_match_them(tmp_path):
     assert len(list(open_reader(tmp_path / "d.npz", [spec], 4, shapes={"x": (1, 1, 6, 4)}))) == 2
     with pytest.raises(DataError, match=r"size 6 on axis 2 .* needs 5"):
         list(open_reader(tmp_path / "d.npz", [spec], shapes={"x": (1, 1, 5, 4)}))
+
+
+def test_inputs_sharing_a_symbolic_dimension_must_agree_on_it(tmp_path):
+    specs = [
+        InputSpec("a", np.dtype(np.float32), ("N", "seq", 8)),
+        InputSpec("b", np.dtype(np.float32), ("N", "seq")),
+    ]
+    np.savez(
+        tmp_path / "good.npz", a=np.zeros((4, 10, 8), np.float32), b=np.zeros((4, 10), np.float32)
+    )
+    assert len(list(open_reader(tmp_path / "good.npz", specs, 2))) == 2
+    np.savez(
+        tmp_path / "bad.npz", a=np.zeros((4, 10, 8), np.float32), b=np.zeros((4, 7), np.float32)
+    )
+    with pytest.raises(
+        DataError, match="'a' and 'b' share dimension 'seq' but have sizes 10 and 7"
+    ):
+        list(open_reader(tmp_path / "bad.npz", specs, 2))
+    folder = tmp_path / "feeds"
+    folder.mkdir()
+    np.savez(folder / "0.npz", a=np.zeros((1, 10, 8), np.float32), b=np.zeros((1, 7), np.float32))
+    with pytest.raises(DataError, match="share dimension 'seq'"):
+        list(open_reader(folder, specs, 1))

@@ -14,7 +14,7 @@ import numpy as np
 
 from qconv.data import Feed, InputSpec, subset
 from qconv.data.npz import load_arrays
-from qconv.data.validate import validated
+from qconv.data.validate import check_shared_dims, validated
 from qconv.errors import DataError, cannot_read
 
 SUFFIXES = (".npy", ".npz")
@@ -63,7 +63,9 @@ class ArrayFolderReader:
             arrays = {self.specs[0].name: _load_npy(file)}
         else:
             arrays = load_arrays(file)
-        return {spec.name: self._array(spec, arrays, file) for spec in self.specs}
+        feed = {spec.name: self._array(spec, arrays, file) for spec in self.specs}
+        check_shared_dims(feed, self.specs, str(file))
+        return feed
 
     def _array(self, spec: InputSpec, arrays: dict[str, np.ndarray], file: Path) -> np.ndarray:
         if spec.name not in arrays:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from qconv.data import Feed, InputSpec, subset
-from qconv.data.validate import validated
+from qconv.data.validate import check_shared_dims, validated
 from qconv.errors import DataError, cannot_read
 
 
@@ -79,7 +79,9 @@ class NpzReader:
         step = 1 if all(self._per_entry.values()) else self.batch_size
         for start in range(0, len(self._index), step):
             rows = self._index[start : start + step]
-            yield {name: self._feed(name, rows) for name in self._arrays}
+            feed = {name: self._feed(name, rows) for name in self._arrays}
+            check_shared_dims(feed, self.specs, f"{self.path.name}, sample {rows[0]}")
+            yield feed
 
     def _feed(self, name: str, rows: np.ndarray) -> np.ndarray:
         array = self._arrays[name]

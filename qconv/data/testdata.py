@@ -16,7 +16,7 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 from qconv.data import Feed, InputSpec, subset
-from qconv.data.validate import validated
+from qconv.data.validate import check_shared_dims, validated
 from qconv.errors import DataError, cannot_read
 
 
@@ -68,6 +68,7 @@ class OnnxTestDataReader:
             spec = self._spec_for(tensor.name, position, file)
             array = numpy_helper.to_array(tensor)
             by_name[spec.name] = validated(array, spec, f"{file} (input {spec.name!r})")
+        check_shared_dims(by_name, self.specs, str(folder))
         return by_name
 
     def _spec_for(self, name: str, position: int, file: Path) -> InputSpec:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 
 from qconv.data import InputSpec
@@ -52,3 +54,24 @@ def check_dims(shape: tuple[int, ...], spec: InputSpec, where: str, batch_free: 
                 f"{where} has size {got} on axis {axis} but input {spec.describe()} needs {want}",
                 "resize the data to the model's input shape",
             )
+
+
+def check_shared_dims(
+    feed: Mapping[str, np.ndarray], specs: Sequence[InputSpec], where: str
+) -> None:
+    """Inputs that declare the same symbolic dimension (``seq``) must have one size for it."""
+    first: dict[str, tuple[str, int]] = {}
+    for spec in specs:
+        array = feed.get(spec.name)
+        if array is None or array.ndim != spec.rank:
+            continue
+        for want, got in zip(spec.shape, array.shape, strict=True):
+            if not isinstance(want, str):
+                continue
+            name, size = first.setdefault(want, (spec.name, got))
+            if size != got:
+                raise DataError(
+                    f"{where}: inputs {name!r} and {spec.name!r} share dimension {want!r} "
+                    f"but have sizes {size} and {got} for it",
+                    f"give both the same {want} in every sample",
+                )
