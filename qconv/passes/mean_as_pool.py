@@ -6,8 +6,10 @@ ONNX or onnxruntime: the classifier head after it then has no quantized input, a
 model converts back to float before it. ``GlobalAveragePool`` computes the same mean and has
 one (``QLinearGlobalAveragePool``).
 
-A ``ReduceMean`` over axes 2 to the last of a tensor of known rank (3 or more) becomes a
-``GlobalAveragePool``; with ``keepdims=0`` a ``Flatten`` (axis 1) after it drops the trailing
+A ``ReduceMean`` over axes 2 to the last of a tensor of known rank 4 or more (images, volumes)
+becomes a ``GlobalAveragePool``; on 3-D tensors the last axis is as often a transformer's
+features as a signal's time (a LayerNorm's mean, which onnxruntime fuses in float), so those
+stay; with ``keepdims=0`` a ``Flatten`` (axis 1) after it drops the trailing
 ones, giving the same ``[N, C]``.
 
 Guarantees: the model's outputs equal the original's up to float32 rounding (the sum may be
@@ -23,7 +25,8 @@ from qconv.decisions import DecisionLog
 from qconv.passes._graph import Namer, constant_array, node_name
 
 PASS = "mean_as_pool"
-AXES_AS_INPUT_OPSET = 18  # ReduceMean reads its axes from input 1 from opset 18 on
+AXES_AS_INPUT_OPSET = 18
+MIN_RANK = 4  # ReduceMean reads its axes from input 1 from opset 18 on
 
 
 class MeanAsPoolPass(ir.passes.InPlacePass):
@@ -72,7 +75,7 @@ def _spatial_mean(node: ir.Node, opset: int) -> bool:
     if node.op_type != "ReduceMean" or node.domain not in ("", "ai.onnx"):
         return False
     shape = node.inputs[0].shape
-    if shape is None or len(shape) < 3:
+    if shape is None or len(shape) < MIN_RANK:
         return False
     axes = _axes(node, opset)
     if axes is None:

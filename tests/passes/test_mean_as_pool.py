@@ -58,6 +58,18 @@ def test_a_mean_over_other_axes_stays(axes, out):
     assert not changed and op_types(converted) == ["ReduceMean"]
 
 
+def test_a_mean_over_the_last_axis_of_a_3d_tensor_stays():
+    # A transformer's LayerNorm mean (onnxruntime fuses the chain in float)
+    text = """
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[N, 16, 64] x) => (float[N, 16, 1] y) {
+        y = ReduceMean <axes = [-1]> (x)
+    }
+    """
+    converted, changed = apply(MeanAsPoolPass(), make_model(text))
+    assert not changed and op_types(converted) == ["ReduceMean"]
+
+
 # The head torch's dynamo exporter writes for AdaptiveAvgPool2d(1) + Linear
 HEAD = """
 <ir_version: 9, opset_import: ["" : 18]>
