@@ -278,6 +278,12 @@ class _Planner:
                     return Reason.NOT_FLOAT, _not_float32(value)
         if kept_float(node):
             return Reason.FASTER_IN_FLOAT, kept_float(node)
+        if _layer_norm_affine(node):
+            return Reason.FASTER_IN_FLOAT, (
+                "the scale or shift of a LayerNorm written out in ops (an export below opset "
+                "17): onnxruntime fuses the whole chain into one float kernel, which a Q/DQ "
+                "pair inside it would prevent"
+            )
         if role is None and node.op_type in FOLDABLE_ACTIVATIONS:
             return Reason.NO_INTEGER_KERNEL, (
                 f"a {node.op_type} is int8 only folded into the range of a quantized op before "
@@ -659,6 +665,30 @@ def _pad_refusal(node: ir.Node, opset: int) -> tuple[Reason, str] | None:
     if value != 0.0:
         return Reason.UNSUPPORTED_ATTRIBUTE, "Pad with a constant other than 0"
     return None
+
+
+def _layer_norm_affine(node: ir.Node) -> bool:
+    """Whether ``node`` is the ``Mul`` by a constant scale of ``(x - mean) / Sqrt(var + eps)``,
+    or the ``Add`` of a constant shift after that Mul."""
+    if node.op_type not in ("Mul", "Add") or len(node.inputs) != 2:
+        return False
+    constants = [constant_array(v) is not None for v in node.inputs]
+    if constants.count(True) != 1:
+        return False
+    producer = node.inputs[constants.index(False)].producer()
+    if producer is None:
+        return False
+    if node.op_type == "Add":
+        return producer.op_type == "Mul" and _layer_norm_affine(producer)
+    if producer.op_type != "Div" or len(producer.inputs) != 2:
+        return False
+    centred, root = (value.producer() for value in producer.inputs)
+    return (
+        centred is not None
+        and centred.op_type == "Sub"
+        and root is not None
+        and root.op_type == "Sqrt"
+    )
 
 
 def _not_float32(value: ir.Value) -> str:

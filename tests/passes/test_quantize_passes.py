@@ -355,3 +355,50 @@ def test_a_float16_model_is_refused_per_node_with_what_to_do():
     conv = next(d for d in make_plan(graph, QuantizeConfig()).decisions if d.op_type == "Conv")
     assert conv.reason is Reason.NOT_FLOAT
     assert "FLOAT16" in conv.detail and "convert the model to float32" in conv.detail
+
+
+# A LayerNorm as exporters below opset 17 write it, between two projections
+LAYER_NORM = """
+<ir_version: 8, opset_import: ["" : 13]>
+g (float[N, 16, 64] x) => (float[N, 16, 64] y) {
+    h = MatMul (x, W1)
+    mean = ReduceMean <axes = [-1]> (h)
+    centred = Sub (h, mean)
+    squared = Pow (centred, two)
+    variance = ReduceMean <axes = [-1]> (squared)
+    shifted = Add (variance, eps)
+    root = Sqrt (shifted)
+    normed = Div (centred, root)
+    scaled = Mul (normed, gamma)
+    n = Add (scaled, beta)
+    y = MatMul (n, W2)
+}
+"""
+
+
+def test_the_scale_and_shift_of_a_written_out_layer_norm_stay_float_for_its_fusion():
+    from qconv.quantize import quantize_model
+    from qconv.runtime import optimized_model
+
+    r = rng()
+    model = make_model(
+        LAYER_NORM,
+        {
+            "W1": r.normal(0, 0.2, (64, 64)).astype(np.float32),
+            "W2": r.normal(0, 0.2, (64, 64)).astype(np.float32),
+            "two": np.array(2.0, np.float32),
+            "eps": np.array(1e-5, np.float32),
+            "gamma": r.normal(1, 0.1, 64).astype(np.float32),
+            "beta": r.normal(0, 0.1, 64).astype(np.float32),
+        },
+    )
+    data = [{"x": r.normal(0, 1, (2, 16, 64)).astype(np.float32)} for _ in range(4)]
+    result = quantize_model(model, Batches(data), QuantizeConfig())
+    decisions = {d.node: d for d in result.decisions}
+    for node in ("<Mul>", "<Add>"):
+        assert decisions[node].reason is Reason.FASTER_IN_FLOAT
+        assert "LayerNorm" in decisions[node].detail
+    assert [d.reason.quantized for d in result.decisions if d.op_type == "MatMul"] == [True, True]
+    kernels = op_types(optimized_model(result.model))
+    assert any(k.endswith("LayerNormalization") for k in kernels)
+    assert sqnr_db(run(model, data[0])[0], run(result.model, data[0])[0]) > 25
