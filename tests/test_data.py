@@ -216,3 +216,15 @@ def test_inputs_sharing_a_symbolic_dimension_must_agree_on_it(tmp_path):
     np.savez(folder / "0.npz", a=np.zeros((1, 10, 8), np.float32), b=np.zeros((1, 7), np.float32))
     with pytest.raises(DataError, match="share dimension 'seq'"):
         list(open_reader(folder, specs, 1))
+
+
+def test_unknown_size_placeholders_are_not_shared_dimensions(tmp_path):
+    # Paddle writes every free size as "?"; shape inference names them unk__0, unk__1, ...
+    specs = [
+        InputSpec("x", np.dtype(np.float32), ("?", 3, "?", "?")),
+        InputSpec("m", np.dtype(np.float32), ("unk__0", "?")),
+    ]
+    np.savez(
+        tmp_path / "d.npz", x=np.zeros((2, 3, 48, 192), np.float32), m=np.zeros((2, 7), np.float32)
+    )
+    assert len(list(open_reader(tmp_path / "d.npz", specs, 1))) == 2

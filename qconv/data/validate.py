@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -59,19 +60,26 @@ def check_dims(shape: tuple[int, ...], spec: InputSpec, where: str, batch_free: 
 def check_shared_dims(
     feed: Mapping[str, np.ndarray], specs: Sequence[InputSpec], where: str
 ) -> None:
-    """Inputs that declare the same symbolic dimension (``seq``) must have one size for it."""
+    """Inputs that declare the same named dimension (``seq``) must have one size for it.
+
+    Only names count: ``?`` (Paddle's "unknown") and shape inference's ``unk__0`` say nothing
+    about other inputs, and one input's own axes are not compared.
+    """
     first: dict[str, tuple[str, int]] = {}
     for spec in specs:
         array = feed.get(spec.name)
         if array is None or array.ndim != spec.rank:
             continue
         for want, got in zip(spec.shape, array.shape, strict=True):
-            if not isinstance(want, str):
+            if not isinstance(want, str) or not _NAMED_DIM.fullmatch(want):
                 continue
             name, size = first.setdefault(want, (spec.name, got))
-            if size != got:
+            if size != got and name != spec.name:
                 raise DataError(
                     f"{where}: inputs {name!r} and {spec.name!r} share dimension {want!r} "
                     f"but have sizes {size} and {got} for it",
                     f"give both the same {want} in every sample",
                 )
+
+
+_NAMED_DIM = re.compile(r"(?!unk__)[A-Za-z_][\w.]*")
