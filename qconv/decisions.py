@@ -45,6 +45,7 @@ class Reason(enum.Enum):
     UNSUPPORTED_ATTRIBUTE = "unsupported-attribute"
     SUBGRAPH = "inside-subgraph"
     NO_CALIBRATION = "no-calibration-statistics"
+    RANGES_APART = "input-ranges-too-far-apart"
     LARGER_THAN_FLOAT = "int8-model-larger-than-float"
 
     @property

@@ -80,6 +80,9 @@ OWN_SCALE = "qconv.own_scale"
 # node.meta key: onnxruntime's name for the integer kernel it runs a node on that the plan left
 # float (a Sigmoid between a DequantizeLinear and a QuantizeLinear becomes QLinearSigmoid).
 RUNS_AS = "qconv.runs_as"
+# node.meta key: (Reason, detail) of a node the calibration statistics keep float
+# (see qconv.calibrated_refusals).
+REFUSED_AFTER_CALIBRATION = "qconv.refused_after_calibration"
 FOLDABLE_ACTIVATIONS = ("Relu", "Clip")
 # Ops whose subgraphs are planned like the main graph.
 CONTROL_FLOW = ("If", "Loop", "Scan")
@@ -271,6 +274,8 @@ class _Planner:
     def _refusal(self, node: ir.Node) -> tuple[Reason, str] | None:
         if excluded(node, self.config.exclude):
             return Reason.EXCLUDED, "listed in --exclude"
+        if refusal := node.meta.get(REFUSED_AFTER_CALIBRATION):
+            return refusal
         role = _role(node)
         if role is not None:  # a faster-in-float claim is about float32 kernels
             for value in _data_inputs(node, role) + list(node.outputs[: _data_outputs(node)]):

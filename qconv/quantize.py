@@ -32,6 +32,7 @@ from qconv.calibrate.params import (
     costly_shifts,
     tensor_ranges,
 )
+from qconv.calibrated_refusals import refuse_after_calibration
 from qconv.config import QuantFormat, QuantizeConfig
 from qconv.data import DataReader
 from qconv.decisions import DecisionLog, NodeDecision, Reason
@@ -169,6 +170,8 @@ def quantize_model(
     )
     seconds = time.perf_counter() - started
     plan, ranges = _settle_offsets(model, config, plan, stats)
+    while refuse_after_calibration(plan, stats):
+        plan, ranges = _settle_offsets(model, config, make_plan(model, config), stats)
     if config.runtime_tuning and (replanned := _tuned_plan(model, config, plan, stats, decisions)):
         plan, ranges = _settle_offsets(model, config, replanned, stats)
     rewrite = _rewrite(model, plan, ranges, config, decisions)

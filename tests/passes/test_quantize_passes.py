@@ -402,3 +402,35 @@ def test_the_scale_and_shift_of_a_written_out_layer_norm_stay_float_for_its_fusi
     kernels = op_types(optimized_model(result.model))
     assert any(k.endswith("LayerNormalization") for k in kernels)
     assert sqnr_db(run(model, data[0])[0], run(result.model, data[0])[0]) > 25
+
+
+# A detector's last node: box coordinates (hundreds of pixels) beside class scores (0-1)
+BOXES_AND_SCORES = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 32] x) => (float[N, 24] y) {
+    boxes = MatMul (x, W)
+    logits = MatMul (x, V)
+    scores = Sigmoid (logits)
+    y = Concat <axis = 1> (boxes, scores)
+}
+"""
+
+
+def test_a_concat_of_far_apart_ranges_stays_float_and_keeps_the_narrow_input():
+    from qconv.quantize import quantize_model
+
+    r = rng()
+    model = make_model(
+        BOXES_AND_SCORES,
+        {
+            "W": r.normal(0, 40, (32, 16)).astype(np.float32),  # hundreds
+            "V": r.normal(0, 0.5, (32, 8)).astype(np.float32),
+        },
+    )
+    data = [{"x": r.normal(0, 1, (16, 32)).astype(np.float32)} for _ in range(4)]
+    result = quantize_model(model, Batches(data), QuantizeConfig(runtime_tuning=False))
+    concat = next(d for d in result.decisions if d.op_type == "Concat")
+    assert concat.reason is Reason.RANGES_APART and "of 255 steps" in concat.detail
+    expected, actual = run(model, data[0])[0], run(result.model, data[0])[0]
+    assert sqnr_db(expected[:, 16:], actual[:, 16:]) > 25  # the scores survive
+    assert sqnr_db(expected[:, :16], actual[:, :16]) > 25

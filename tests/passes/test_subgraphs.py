@@ -173,3 +173,17 @@ def test_an_if_whose_outputs_feed_a_quantized_op_is_calibrated_in_both_branches(
     for flag in (True, False):
         for feed in feeds(4, c=np.array(flag)):
             assert sqnr_db(run(model, feed)[0], run(result.model, feed)[0]) > 25
+
+
+def test_a_branch_no_calibration_sample_takes_stays_float():
+    # Every sample takes the then branch: the else branch's tensors have no range at all,
+    # and quantizing them with a made-up one would make that branch a constant.
+    model = if_model()
+    config = QuantizeConfig(runtime_tuning=False)
+    result = quantize_model(model, Batches(feeds(8, c=np.array(True))), config)
+    reasons = [d.reason.value for d in result.decisions if d.op_type == "MatMul"]
+    assert sorted(reasons) == ["no-calibration-statistics", "quantized"]
+    assert "DequantizeLinear" not in [n.op_type for n in body(result.model, "else_branch").node]
+    for flag in (True, False):
+        for feed in feeds(4, c=np.array(flag)):
+            assert sqnr_db(run(model, feed)[0], run(result.model, feed)[0]) > 30
