@@ -6,10 +6,13 @@ initializers itself when it loads a model, but the file carries every copy: on a
 (PP-OCR's 0.56 MB text classifier) they and spelled-out default attributes are a few percent of
 the int8 file.
 
+Constant folding can also copy one weight into every subgraph that reads it (Silero VAD's LSTM
+weights, shared by two nested If branches, came out as four 528 KB initializers, making the int8
+model larger than the float one): copies in several graphs become one in the main graph.
+
 Guarantees: the computation is unchanged. Merged initializers have the same data type, shape
 and bytes; an initializer that is also a graph input (a caller may override it) or a graph
 output is never merged. Removed attributes equal what ONNX assumes when they are absent.
-Only the main graph's initializers are merged; subgraphs see them unchanged.
 """
 
 from __future__ import annotations
@@ -31,37 +34,79 @@ class CompactPass(ir.passes.InPlacePass):
     """Merge identical initializers and drop default convolution attributes."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        merged = _merge_identical_initializers(model.graph)
+        merged = _merge_identical_initializers(model)
         dropped = sum(_drop_default_attributes(node) for node in model.graph.all_nodes())
         return ir.passes.PassResult(model, bool(merged or dropped))
 
 
-def _merge_identical_initializers(graph: ir.Graph) -> int:
-    """Point readers of each duplicate initializer at its first copy; returns how many went."""
-    overridable = {v.name for v in graph.inputs} | {v.name for v in graph.outputs}
+def _merge_identical_initializers(model: ir.Model) -> int:
+    """Point readers of each duplicate initializer at one copy; returns how many went.
+
+    Copies in one graph merge into the first; copies in several graphs (the same weights
+    folded inside both branches of an If) merge into one in the main graph, which every
+    subgraph sees.
+    """
     # Only initializers of one type and shape can be equal: read the bytes of those alone
     # (reading a tensor's bytes copies them, and a large model's big tables have no twin).
-    alike: dict[tuple, list[ir.Value]] = {}
-    for name, value in graph.initializers.items():
-        if name in overridable or value.const_value is None:
+    alike: dict[tuple, list[tuple[ir.Graph, ir.Value]]] = {}
+    for graph in model.graphs():
+        overridable = {v.name for v in graph.inputs} | {v.name for v in graph.outputs}
+        for name, value in graph.initializers.items():
+            if name in overridable or value.const_value is None:
+                continue
+            tensor = value.const_value
+            alike.setdefault((tensor.dtype, tuple(tensor.shape)), []).append((graph, value))
+    taken = _all_names(model)
+    merged = 0
+    for copies in alike.values():
+        if len(copies) < 2:
             continue
-        tensor = value.const_value
-        alike.setdefault((tensor.dtype, tuple(tensor.shape)), []).append(value)
-    duplicates: list[ir.Value] = []
-    for values in alike.values():
-        if len(values) < 2:
-            continue
-        first: dict[bytes, ir.Value] = {}
-        for value in values:
-            key = value.const_value.numpy().tobytes()
-            if key in first:
-                value.replace_all_uses_with(first[key])
-                duplicates.append(value)
-            else:
-                first[key] = value
-    for value in duplicates:
-        graph.initializers.pop(value.name)
-    return len(duplicates)
+        by_bytes: dict[bytes, list[tuple[ir.Graph, ir.Value]]] = {}
+        for graph, value in copies:
+            by_bytes.setdefault(value.const_value.numpy().tobytes(), []).append((graph, value))
+        for twins in by_bytes.values():
+            if len(twins) > 1:
+                merged += _merge(model, twins, taken)
+    return merged
+
+
+def _merge(model: ir.Model, twins: list[tuple[ir.Graph, ir.Value]], taken: set[str]) -> int:
+    graphs = {id(graph) for graph, _ in twins}
+    in_main = [value for graph, value in twins if graph is model.graph]
+    if in_main or len(graphs) == 1:
+        keeper_graph, keeper = (model.graph, in_main[0]) if in_main else twins[0]
+    else:  # only subgraphs hold it: move the first copy up to the main graph
+        keeper_graph, keeper = twins[0]
+    for graph, value in twins:
+        if value is not keeper:
+            value.replace_all_uses_with(keeper)
+            graph.initializers.pop(value.name)
+    if keeper_graph is not model.graph:
+        keeper_graph.initializers.pop(keeper.name)
+        # In the main graph its name must not clash with a value of any other subgraph.
+        others = taken - {value.name for _, value in twins}
+        if keeper.name in others:
+            keeper.name = _fresh(keeper.name, taken)
+        model.graph.register_initializer(keeper)
+    return len(twins) - 1
+
+
+def _fresh(base: str, taken: set[str]) -> str:
+    name, k = base, 1
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    taken.add(name)
+    return name
+
+
+def _all_names(model: ir.Model) -> set[str]:
+    names: set[str] = set()
+    for graph in model.graphs():
+        names.update(v.name for v in graph.inputs if v.name)
+        names.update(graph.initializers)
+        for node in graph:
+            names.update(v.name for v in node.outputs if v.name)
+    return names
 
 
 def _drop_default_attributes(node: ir.Node) -> int:

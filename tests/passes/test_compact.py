@@ -48,3 +48,51 @@ def test_a_compact_graph_is_left_alone():
     compacted, _ = apply(CompactPass(), model())
     _, modified = apply(CompactPass(), compacted)
     assert not modified
+
+
+def test_the_same_weight_in_both_branches_of_an_if_is_stored_once_in_the_main_graph():
+    import onnx
+    from onnx import helper, numpy_helper
+
+    weight = rng().normal(size=(8, 8)).astype(np.float32)
+
+    def branch(name: str, activation: str) -> onnx.GraphProto:
+        return helper.make_graph(
+            [
+                helper.make_node("MatMul", ["x", f"{name}_w"], [f"{name}_m"]),
+                helper.make_node(activation, [f"{name}_m"], [f"{name}_y"]),
+            ],
+            name,
+            [],
+            [helper.make_tensor_value_info(f"{name}_y", onnx.TensorProto.FLOAT, [1, 8])],
+            [numpy_helper.from_array(weight, f"{name}_w")],  # as folding leaves it in each
+        )
+
+    graph = helper.make_graph(
+        [
+            helper.make_node(
+                "If",
+                ["c"],
+                ["y"],
+                then_branch=branch("yes", "Relu"),
+                else_branch=branch("no", "Sigmoid"),
+            )
+        ],
+        "g",
+        [
+            helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8]),
+            helper.make_tensor_value_info("c", onnx.TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 8])],
+    )
+    original = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    compacted, changed = apply(CompactPass(), original)
+    assert changed
+    onnx.checker.check_model(compacted, full_check=True)
+    branches = [a.g for a in compacted.graph.node[0].attribute]
+    assert [len(b.initializer) for b in branches] == [0, 0]
+    assert len(compacted.graph.initializer) == 1
+    x = rng().normal(size=(1, 8)).astype(np.float32)
+    for flag in (True, False):
+        feed = {"x": x, "c": np.array(flag)}
+        np.testing.assert_array_equal(run(compacted, feed)[0], run(original, feed)[0])
