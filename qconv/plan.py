@@ -84,6 +84,16 @@ RUNS_AS = "qconv.runs_as"
 # (see qconv.calibrated_refusals).
 REFUSED_AFTER_CALIBRATION = "qconv.refused_after_calibration"
 FOLDABLE_ACTIVATIONS = ("Relu", "Clip")
+# Ops of a model that is quantized already (dynamic quantization writes the first three).
+ALREADY_INTEGER = (
+    "ConvInteger",
+    "MatMulInteger",
+    "DynamicQuantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "QuantizeLinear",
+    "DequantizeLinear",
+)
 # Ops whose subgraphs are planned like the main graph.
 CONTROL_FLOW = ("If", "Loop", "Scan")
 
@@ -295,6 +305,8 @@ class _Planner:
                 "it (a Clip from 0, like ReLU6) or, after a constant Add, run on the integers; "
                 "this one runs in float"
             )
+        if role is None and node.op_type in ALREADY_INTEGER:
+            return Reason.NOT_FLOAT, "already an integer op: this part of the model is quantized"
         if role is None:
             return Reason.NO_INTEGER_KERNEL, f"standard ONNX has no integer {node.op_type}"
         if role is Role.WEIGHTED:

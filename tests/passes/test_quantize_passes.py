@@ -434,3 +434,16 @@ def test_a_concat_of_far_apart_ranges_stays_float_and_keeps_the_narrow_input():
     expected, actual = run(model, data[0])[0], run(result.model, data[0])[0]
     assert sqnr_db(expected[:, 16:], actual[:, 16:]) > 25  # the scores survive
     assert sqnr_db(expected[:, :16], actual[:, :16]) > 25
+
+
+def test_a_model_quantized_already_says_so_per_node():
+    text = """
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[N, 8] x) => (int32[N, 8] y) {
+        q, s, z = DynamicQuantizeLinear (x)
+        y = MatMulInteger (q, W, z)
+    }
+    """
+    model = make_model(text, {"W": np.ones((8, 8), np.uint8)})
+    decisions = make_plan(ir.from_proto(model), QuantizeConfig()).decisions
+    assert all("already an integer op" in d.detail for d in decisions)
