@@ -7,7 +7,8 @@
   ranges differ more than ``CONCAT_RANGE_RATIO``-fold the narrowest keeps a few steps of 255.
   YOLOv8 exports end in a Concat of box coordinates (0-326 px) and class scores (0-0.85): one
   scale of 1.26 turned every score into 0 or 1.26 while the whole output's cosine stayed 0.9996.
-  Such a Concat stays float.
+  Such a Concat stays float, unless a Conv/Gemm/MatMul reads its output (that quantizes the
+  joined tensor with one scale anyway).
 
 The refusals go into ``node.meta[REFUSED_AFTER_CALIBRATION]``, which the plan reads, and the
 quantizer plans again; tensors already calibrated cover the new plan, which only shrinks.
@@ -19,7 +20,7 @@ import onnx_ir as ir
 
 from qconv.calibrate.histogram import TensorStats
 from qconv.decisions import Reason
-from qconv.plan import REFUSED_AFTER_CALIBRATION, QuantizationPlan
+from qconv.plan import REFUSED_AFTER_CALIBRATION, QuantizationPlan, Role, op_role
 
 # Beyond this the narrowest input keeps under ~25 of 255 steps: about 20 dB of its SQNR lost.
 CONCAT_RANGE_RATIO = 10.0
@@ -44,9 +45,15 @@ def _refusal(node: ir.Node, stats: dict[str, TensorStats]) -> tuple[Reason, str]
     values = [v for v in (*node.inputs, *node.outputs) if v is not None and v.name in stats]
     if any(stats[v.name].empty for v in values):
         return Reason.NO_CALIBRATION, UNREACHED
-    if node.op_type == "Concat":
+    if node.op_type == "Concat" and not _read_by_weighted_op(node):
         return _concat_refusal(node, stats)
     return None
+
+
+def _read_by_weighted_op(node: ir.Node) -> bool:
+    """Whether a Conv/Gemm/MatMul reads the output: it quantizes that tensor with one scale
+    anyway, so keeping the Concat float would only cost time."""
+    return any(op_role(reader) is Role.WEIGHTED for reader in node.outputs[0].consumers())
 
 
 def _concat_refusal(node: ir.Node, stats: dict[str, TensorStats]) -> tuple[Reason, str] | None:

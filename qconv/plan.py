@@ -571,6 +571,11 @@ def _quantized_detail(node: ir.Node) -> str:
     return node.meta.get(OWN_SCALE, "")
 
 
+def op_role(node: ir.Node) -> Role | None:
+    """How the plan treats ``node`` (None: it has no integer form)."""
+    return _role(node)
+
+
 def _role(node: ir.Node) -> Role | None:
     if node.domain not in ("", "ai.onnx"):
         return None

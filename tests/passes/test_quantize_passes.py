@@ -447,3 +447,24 @@ def test_a_model_quantized_already_says_so_per_node():
     model = make_model(text, {"W": np.ones((8, 8), np.uint8)})
     decisions = make_plan(ir.from_proto(model), QuantizeConfig()).decisions
     assert all("already an integer op" in d.detail for d in decisions)
+
+
+def test_a_concat_read_by_a_weighted_op_stays_int8_whatever_its_ranges():
+    # The MatMul after it quantizes the joined tensor with one scale anyway
+    from qconv.quantize import quantize_model
+
+    text = BOXES_AND_SCORES.replace("float[N, 24] y", "float[N, 4] y").replace(
+        "y = Concat <axis = 1> (boxes, scores)",
+        "j = Concat <axis = 1> (boxes, scores)\n    y = MatMul (j, U)",
+    )
+    r = rng()
+    weights = {
+        "W": r.normal(0, 40, (32, 16)).astype(np.float32),
+        "V": r.normal(0, 0.5, (32, 8)).astype(np.float32),
+        "U": r.normal(0, 0.5, (24, 4)).astype(np.float32),
+    }
+    data = [{"x": r.normal(0, 1, (16, 32)).astype(np.float32)} for _ in range(4)]
+    result = quantize_model(
+        make_model(text, weights), Batches(data), QuantizeConfig(runtime_tuning=False)
+    )
+    assert next(d for d in result.decisions if d.op_type == "Concat").reason.quantized
