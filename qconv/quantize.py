@@ -286,8 +286,14 @@ def keep_declared_interface(model: onnx.ModelProto, original: onnx.ModelProto) -
     """
     declared = {v.name: v for v in [*original.graph.input, *original.graph.output]}
     for value in [*model.graph.input, *model.graph.output]:
-        if value.name in declared:
+        # A declaration without a shape (the checker wants one) keeps the inferred shape.
+        if value.name in declared and _has_shape(declared[value.name]):
             value.CopyFrom(declared[value.name])
+
+
+def _has_shape(value: onnx.ValueInfoProto) -> bool:
+    kind = value.type.WhichOneof("value")
+    return kind != "tensor_type" or value.type.tensor_type.HasField("shape")
 
 
 def keep_float_if_larger(result: QuantizationResult, float_model: onnx.ModelProto) -> bool:

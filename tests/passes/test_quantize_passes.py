@@ -468,3 +468,16 @@ def test_a_concat_read_by_a_weighted_op_stays_int8_whatever_its_ranges():
         make_model(text, weights), Batches(data), QuantizeConfig(runtime_tuning=False)
     )
     assert next(d for d in result.decisions if d.op_type == "Concat").reason.quantized
+
+
+def test_an_output_declared_without_a_shape_gets_the_inferred_one():
+    # onnx.checker wants graph outputs to carry a shape; library callers may build them bare
+    from qconv.quantize import quantize_model
+
+    r = rng()
+    weights = {k: r.normal(0, 0.3, (4, 4, 3, 3)).astype(np.float32) for k in ("W1", "W2")}
+    model = make_model(RESIZED, {**weights, "scales": np.array([1, 1, 2, 2], np.float32)})
+    model.graph.output[0].type.tensor_type.ClearField("shape")
+    data = [{"x": r.normal(0, 1, (2, 4, 8, 8)).astype(np.float32)} for _ in range(4)]
+    result = quantize_model(model, Batches(data), QuantizeConfig(float_stem=False))
+    assert result.model.graph.output[0].type.tensor_type.HasField("shape")
