@@ -46,6 +46,10 @@ from qconv.report.model import (
 
 log = logging.getLogger(__name__)
 
+NO_LAYERS_TO_ANALYZE = (
+    "sensitivity analysis: no quantized layer of the main graph to rank (layers inside "
+    "If/Loop/Scan bodies are not analysed; see the README's known limits)"
+)
 # Without --eval, fidelity is measured on this many calibration samples.
 FALLBACK_EVAL_SAMPLES = 64
 
@@ -191,6 +195,9 @@ def _quantize_and_report(job: QuantizeJob, staged: StagedOutputs, progress: Prog
     )
     if job.analyze:
         report.sensitivity = _sensitivity(result, evaluation_reader, job, progress)
+        if not report.sensitivity.layers:
+            report.sensitivity = None
+            report.notes.append(NO_LAYERS_TO_ANALYZE)
     report.gates = evaluate_gates(job.gates, report)
     report.environment = _environment(job)
     for path in job.reports:

@@ -156,3 +156,29 @@ def test_a_constant_graph_output_survives_the_switchable_model(tmp_path):
     analysis = analyze(result.prepared, result, reader, max_samples=16)
     assert [layer.op_type for layer in analysis.layers] == ["MatMul", "MatMul"]
     assert analysis.full_sqnr_db > 20
+
+
+def test_a_model_whose_layers_sit_in_subgraphs_says_it_has_none_to_rank(tmp_path):
+    # Every quantized layer is inside an If branch, which the analysis does not cover: the
+    # report says so instead of a fully quantized SQNR of inf dB over zero layers.
+    from tests.passes.test_subgraphs import feeds, if_model
+
+    onnx.save(if_model(), tmp_path / "if.onnx")
+    x = np.stack([feed["x"] for feed in feeds(16)])  # one [1, 8] feed per entry
+    np.savez(tmp_path / "d.npz", x=x, c=np.array([True] * 8 + [False] * 8))
+    result = CliRunner().invoke(
+        main,
+        [
+            "analyze",
+            str(tmp_path / "if.onnx"),
+            "--calib",
+            str(tmp_path / "d.npz"),
+            "--report",
+            str(tmp_path / "r.json"),
+            "-q",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["sensitivity"] is None
+    assert any("no quantized layer of the main graph" in n for n in report["notes"])
