@@ -166,7 +166,7 @@ def _summary_table(report: Report) -> Table:
     if report.latency:
         lat = report.latency
         table.add_row(
-            f"latency ({lat.threads}T, batch 1)",
+            f"latency ({lat.threads}T, {lat.feed()})",
             f"float {lat.float_median_ms:.3f} ms -> int8 {lat.int8_median_ms:.3f} ms, "
             f"{lat.comparison()} (median of {lat.runs}; p90 {lat.float_p90_ms:.3f} -> "
             f"{lat.int8_p90_ms:.3f})",

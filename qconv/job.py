@@ -193,6 +193,8 @@ def _quantize_and_report(job: QuantizeJob, staged: StagedOutputs, progress: Prog
         synthetic_data=is_synthetic(calibration),
         float_bytes=float_bytes,
     )
+    if report.latency is not None:
+        report.latency.inputs = _shapes(feed)
     if job.analyze:
         report.sensitivity = _sensitivity(result, evaluation_reader, job, progress)
         if not report.sensitivity.layers:
@@ -241,6 +243,10 @@ def _sensitivity(result, reader: DataReader, job: QuantizeJob, progress) -> Sens
             for s in analysis.layers
         ],
     )
+
+
+def _shapes(feed: dict) -> dict[str, list[int]]:
+    return {name: list(getattr(array, "shape", ())) for name, array in feed.items()}
 
 
 def _environment(job: QuantizeJob) -> EnvironmentSummary:
@@ -401,11 +407,11 @@ def run_compare(job: CompareJob, progress: Progress | None = None) -> Report:
         threads=job.threads,
         on_batch=progress.step("evaluating", reader.num_batches),
     )
-    latency = None
+    latency, feed = None, first_sample(reader, specs)
     if job.latency_runs:
         latency = measure_latency(
             {"float": job.float_model, "int8": job.int8_model},
-            first_sample(reader, specs),
+            feed,
             threads=job.threads or 1,
             runs=job.latency_runs,
             on_run=progress.step("timing", job.latency_runs),
@@ -420,6 +426,8 @@ def run_compare(job: CompareJob, progress: Progress | None = None) -> Report:
         latency=latency,
         threads=job.threads or 1,
     )
+    if report.latency is not None:
+        report.latency.inputs = _shapes(feed)
     report.gates = evaluate_gates(job.gates, report)
     with StagedOutputs() as staged:
         for path in job.reports:

@@ -277,10 +277,12 @@ def test_synthetic_calibration_raises_a_red_banner():
 @pytest.mark.parametrize("int8_ms, phrase", [(2.0, "2.00× faster"), (5.0, "1.25× slower")])
 def test_latency_says_faster_or_slower_not_a_fraction_faster(int8_ms, phrase):
     latency = LatencySummary(1, 50, 4.0, 4.4, int8_ms, int8_ms * 1.1)
+    latency.inputs = {"x": [1, 3, 48, 192], "sr": []}
     root = parse(to_html(tiny_report(latency=latency)))
     (card,) = [e for e in root.iter("div") if e.attrs.get("data-card") == "latency"]
     assert phrase in card.text()
     assert "0.80" not in card.text()
+    assert "batch 1: x 1x3x48x192, sr scalar" in card.text()  # samples may differ in size
 
 
 def test_same_report_gives_the_same_page():

@@ -271,7 +271,7 @@ def _latency_card(lat: LatencySummary | None) -> Html:
     )
     detail = (
         f"{lat.comparison('×')}; median of {lat.runs} runs, "
-        f"{_plural(lat.threads, 'thread')}, batch 1"
+        f"{_plural(lat.threads, 'thread')}, {lat.feed()}"
     )
     state = "pass" if lat.speedup >= 1 else "warn"
     return _card("Latency", value, detail, state=state, key="latency")

@@ -65,7 +65,7 @@ def _summary(report: Report) -> str:
         lat = report.latency
         rows.append(
             [
-                f"latency ({lat.threads} thread{'s' if lat.threads > 1 else ''}, batch 1)",
+                f"latency ({lat.threads} thread{'s' if lat.threads > 1 else ''}, {lat.feed()})",
                 f"float {lat.float_median_ms:.3f} ms (p90 {lat.float_p90_ms:.3f}), "
                 f"int8 {lat.int8_median_ms:.3f} ms (p90 {lat.int8_p90_ms:.3f}); "
                 f"{lat.comparison()}",

@@ -156,8 +156,9 @@ class EvaluationSummary:
 
 @dataclass
 class LatencySummary:
-    """Batch-1 latency of both models measured in the same process, interleaved, and the
-    time per op type from onnxruntime's profiler (``*_ops_ms``, milliseconds per run)."""
+    """Batch-1 latency of both models measured in the same process, interleaved, the time per
+    op type from onnxruntime's profiler (``*_ops_ms``, milliseconds per run) and the shapes of
+    the feed they were timed on (``inputs``; samples may differ in size)."""
 
     threads: int
     runs: int
@@ -167,10 +168,19 @@ class LatencySummary:
     int8_p90_ms: float
     float_ops_ms: dict[str, float] = field(default_factory=dict)
     int8_ops_ms: dict[str, float] = field(default_factory=dict)
+    inputs: dict[str, list[int]] = field(default_factory=dict)  # the timed feed's shapes
 
     @property
     def speedup(self) -> float:
         return self.float_median_ms / self.int8_median_ms if self.int8_median_ms else 0.0
+
+    def feed(self) -> str:
+        """``batch 1`` and, when known, the shape of each input it was timed on."""
+        shapes = ", ".join(
+            f"{name} {'x'.join(str(d) for d in shape) or 'scalar'}"
+            for name, shape in self.inputs.items()
+        )
+        return f"batch 1: {shapes}" if shapes else "batch 1"
 
     def comparison(self, times: str = "x") -> str:
         """``1.54x faster`` or ``1.25x slower`` (not ``0.80x faster``)."""
