@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 
 from rich.console import Console as RichConsole
@@ -60,7 +61,9 @@ class Console:
     @contextlib.contextmanager
     def progress(self) -> Iterator[_Steps]:
         if not self.interactive:
-            yield _Steps(None)
+            # CI logs get a plain line now and then: some CI services stop a job that prints
+            # nothing for 10 minutes, and --analyze on a large model takes longer than that.
+            yield _Steps(None, plain=self.err if self.verbosity >= 0 else None)
             return
         columns = (
             TextColumn("{task.description:<12}"),
@@ -112,19 +115,44 @@ class Console:
         self.out.print(ops)
 
 
+# Without bars (not a terminal, or CI), a long step prints a line at most this often.
+PLAIN_PROGRESS_SECONDS = 60.0
+
+
 class _Steps:
-    def __init__(self, bars: Progress | None) -> None:
+    def __init__(
+        self,
+        bars: Progress | None,
+        plain: RichConsole | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.bars = bars
+        self.plain = plain
+        self.clock = clock
 
     def step(self, description: str, total: int) -> Callable[[int, int], None]:
-        if self.bars is None:
+        if self.bars is None and self.plain is None:
             return lambda done, total: None
+        if self.bars is None:
+            return self._plain_step(description)
         task = self.bars.add_task(description, total=max(total, 1))
 
         def advance(done: int, total: int) -> None:
             self.bars.update(task, completed=done, total=max(total, 1))
 
         return advance
+
+    def _plain_step(self, description: str) -> Callable[[int, int], None]:
+        started = last = self.clock()
+
+        def report(done: int, total: int) -> None:
+            nonlocal last
+            now = self.clock()
+            if now - last >= PLAIN_PROGRESS_SECONDS:
+                last = now
+                self.plain.print(f"{description}: {done} of {total} ({now - started:.0f} s)")
+
+        return report
 
 
 def _fmt(value: float | None, pattern: str = "{:.2%}") -> str:

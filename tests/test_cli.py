@@ -637,3 +637,24 @@ def test_qconv_alone_prints_its_help_without_calling_it_an_error():
     result = invoke()
     assert result.exit_code == 2
     assert result.stderr.startswith("Usage: ")  # not "error: Usage: ..."
+
+
+def test_without_a_terminal_a_long_step_prints_a_plain_line_now_and_then():
+    import io
+
+    from rich.console import Console as RichConsole
+
+    from qconv.console import PLAIN_PROGRESS_SECONDS, _Steps
+
+    now = [0.0]
+    log = io.StringIO()
+    steps = _Steps(None, plain=RichConsole(file=log, width=200), clock=lambda: now[0])
+    report = steps.step("analyzing", 231)
+    for done in range(1, 232):
+        now[0] += PLAIN_PROGRESS_SECONDS / 10  # 23 minutes in all
+        report(done, 231)
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 23
+    assert lines[0] == "analyzing: 10 of 231 (60 s)"
+    silent = _Steps(None)  # --quiet
+    assert silent.step("analyzing", 3)(1, 3) is None
