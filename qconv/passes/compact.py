@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
+from qconv.passes._graph import Namer
+
 CONVOLUTIONS = ("Conv", "QLinearConv", "ConvInteger")
 # attribute -> predicate on its value that says it is the default
 _DEFAULTS = {
@@ -42,9 +44,9 @@ class CompactPass(ir.passes.InPlacePass):
 def _merge_identical_initializers(model: ir.Model) -> int:
     """Point readers of each duplicate initializer at one copy; returns how many went.
 
-    Copies in one graph merge into the first; copies in several graphs (the same weights
-    folded inside both branches of an If) merge into one in the main graph, which every
-    subgraph sees.
+    The copy kept is the main graph's, if it holds one; otherwise the first one found moves up
+    to the main graph, which every subgraph sees (the same weights folded inside both branches
+    of an If).
     """
     # Only initializers of one type and shape can be equal: read the bytes of those alone
     # (reading a tensor's bytes copies them, and a large model's big tables have no twin).
@@ -71,32 +73,19 @@ def _merge_identical_initializers(model: ir.Model) -> int:
 
 
 def _merge(model: ir.Model, twins: list[tuple[ir.Graph, ir.Value]], taken: set[str]) -> int:
-    graphs = {id(graph) for graph, _ in twins}
-    in_main = [value for graph, value in twins if graph is model.graph]
-    if in_main or len(graphs) == 1:
-        keeper_graph, keeper = (model.graph, in_main[0]) if in_main else twins[0]
-    else:  # only subgraphs hold it: move the first copy up to the main graph
-        keeper_graph, keeper = twins[0]
+    keeper_graph, keeper = next(((g, v) for g, v in twins if g is model.graph), twins[0])
     for graph, value in twins:
         if value is not keeper:
             value.replace_all_uses_with(keeper)
             graph.initializers.pop(value.name)
-    if keeper_graph is not model.graph:
+    if keeper_graph is not model.graph:  # only subgraphs held it: it moves up
         keeper_graph.initializers.pop(keeper.name)
         # In the main graph its name must not clash with a value of any other subgraph.
-        others = taken - {value.name for _, value in twins}
-        if keeper.name in others:
-            keeper.name = _fresh(keeper.name, taken)
+        if keeper.name in taken - {value.name for _, value in twins}:
+            keeper.name = Namer(taken=taken).fresh(keeper.name)
+            taken.add(keeper.name)
         model.graph.register_initializer(keeper)
     return len(twins) - 1
-
-
-def _fresh(base: str, taken: set[str]) -> str:
-    name, k = base, 1
-    while name in taken:
-        name, k = f"{base}_{k}", k + 1
-    taken.add(name)
-    return name
 
 
 def _all_names(model: ir.Model) -> set[str]:
