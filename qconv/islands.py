@@ -11,7 +11,7 @@ weighted node's size known, is marked to stay float (``node.meta[KEPT_FLOAT]``);
 then leaves its other nodes float too, having no quantized neighbour.
 
 Sizes are per inference at batch 1: a symbolic first axis counts as 1; another symbolic size
-(a sequence length) is taken from ``observed``, shapes inferred for a calibration sample at
+(a sequence length) is taken from ``observe``, shapes inferred for a calibration sample at
 batch 1, and without it the island's size is unknown and the island stays int8.
 
 Guarantees: only nodes of groups with no quantized neighbour are marked, so no other node's
@@ -20,7 +20,9 @@ quantization changes.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import onnx_ir as ir
 
@@ -30,19 +32,22 @@ from qconv.plan import QuantizationPlan
 
 ISLAND_MACS = 65_536
 WEIGHTED = ("Conv", "Gemm", "MatMul")
+Observed = dict[str, tuple[tuple[int, ...], object]]  # tensor name -> (shape, dtype)
 
 
 def mark_small_islands(
-    plan: QuantizationPlan, observed: dict[str, tuple[tuple[int, ...], object]] | None = None
+    plan: QuantizationPlan, observe: Callable[[], Observed] | None = None
 ) -> bool:
     """Mark the weighted nodes of every small int8 island to stay float; True if any was.
 
-    ``observed``: tensor name -> (shape, dtype) for one sample at batch 1
-    (:func:`qconv.calibrate.collect.inferred_shapes`)."""
+    ``observe`` gives tensor name -> (shape, dtype) for one sample at batch 1
+    (:func:`qconv.calibrate.collect.inferred_shapes`); it is called, once, only if a size
+    the graph leaves symbolic is needed."""
+    observed = functools.cache(observe or dict)
     marked = False
     for island in _islands(set(plan.int8_nodes)):
         weighted = [node for node in island if node.op_type in WEIGHTED]
-        sizes = [_macs(node, observed or {}) for node in weighted]
+        sizes = [_macs(node, observed) for node in weighted]
         if not weighted or None in sizes or sum(sizes) >= ISLAND_MACS:
             continue
         total = sum(sizes)
@@ -82,7 +87,7 @@ def _neighbours(node: ir.Node) -> list[ir.Node]:
     return [other for other in producers + consumers if other is not None]
 
 
-def _macs(node: ir.Node, observed: dict[str, tuple[tuple[int, ...], object]]) -> int | None:
+def _macs(node: ir.Node, observed: Callable[[], Observed]) -> int | None:
     """Multiply-adds of one inference at batch 1, or None when a size is unknown."""
     weight = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
     dims = _output_dims(node.outputs[0], observed)
@@ -95,19 +100,20 @@ def _macs(node: ir.Node, observed: dict[str, tuple[tuple[int, ...], object]]) ->
     return math.prod(dims) * (weight.size // features)
 
 
-def _output_dims(
-    value: ir.Value, observed: dict[str, tuple[tuple[int, ...], object]]
-) -> list[int] | None:
+def _output_dims(value: ir.Value, observed: Callable[[], Observed]) -> list[int] | None:
     if value.shape is None:
-        return list(observed[value.name][0]) if value.name in observed else None
+        return _observed_dims(value, observed)
     dims = []
     for axis, dim in enumerate(value.shape):
         if isinstance(dim, int):
             dims.append(dim)
         elif axis == 0:
             dims.append(1)  # the batch
-        elif value.name in observed:
-            return list(observed[value.name][0])
         else:
-            return None
+            return _observed_dims(value, observed)
     return dims
+
+
+def _observed_dims(value: ir.Value, observed: Callable[[], Observed]) -> list[int] | None:
+    shape = observed().get(value.name)
+    return list(shape[0]) if shape is not None else None

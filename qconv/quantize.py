@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -144,8 +145,8 @@ def quantize_model(
     if absent_ops:
         decisions.note(f"--exclude {', '.join(absent_ops)}: no such op in this model")
     plan = make_plan(model, config)
-    observed = inferred_shapes(prepared, first_feed, batch=1) if config.runtime_tuning else {}
-    if config.runtime_tuning and mark_small_islands(plan, observed):
+    observe = functools.partial(inferred_shapes, prepared, first_feed, batch=1)
+    if config.runtime_tuning and mark_small_islands(plan, observe):
         plan = make_plan(model, config)
     for note in plan.notes:
         decisions.note(note)
