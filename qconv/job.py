@@ -163,7 +163,7 @@ def _quantize_and_report(job: QuantizeJob, staged: StagedOutputs, progress: Prog
         threads=job.threads,
         on_batch=progress.step("evaluating", evaluation_reader.num_batches),
     )
-    latency, profiles = None, None
+    latency, profiles, feed = None, None, None
     if job.latency_runs:
         models = {"float": job.model, "int8": result.model}
         feed = first_sample(evaluation_reader, specs)
@@ -189,12 +189,11 @@ def _quantize_and_report(job: QuantizeJob, staged: StagedOutputs, progress: Prog
         tensor_fidelity=fidelity,
         latency=latency,
         profiles=profiles,
+        latency_feed=feed,
         threads=job.threads or 1,
         synthetic_data=is_synthetic(calibration),
         float_bytes=float_bytes,
     )
-    if report.latency is not None:
-        report.latency.inputs = _shapes(feed)
     if job.analyze:
         report.sensitivity = _sensitivity(result, evaluation_reader, job, progress)
         if not report.sensitivity.layers:
@@ -243,10 +242,6 @@ def _sensitivity(result, reader: DataReader, job: QuantizeJob, progress) -> Sens
             for s in analysis.layers
         ],
     )
-
-
-def _shapes(feed: dict) -> dict[str, list[int]]:
-    return {name: list(getattr(array, "shape", ())) for name, array in feed.items()}
 
 
 def _environment(job: QuantizeJob) -> EnvironmentSummary:
@@ -407,8 +402,9 @@ def run_compare(job: CompareJob, progress: Progress | None = None) -> Report:
         threads=job.threads,
         on_batch=progress.step("evaluating", reader.num_batches),
     )
-    latency, feed = None, first_sample(reader, specs)
+    latency, feed = None, None
     if job.latency_runs:
+        feed = first_sample(reader, specs)
         latency = measure_latency(
             {"float": job.float_model, "int8": job.int8_model},
             feed,
@@ -424,10 +420,9 @@ def run_compare(job: CompareJob, progress: Progress | None = None) -> Report:
         evaluation=evaluation,
         evaluation_data=str(job.data.eval),
         latency=latency,
+        latency_feed=feed,
         threads=job.threads or 1,
     )
-    if report.latency is not None:
-        report.latency.inputs = _shapes(feed)
     report.gates = evaluate_gates(job.gates, report)
     with StagedOutputs() as staged:
         for path in job.reports:

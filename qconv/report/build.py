@@ -10,6 +10,7 @@ import onnxruntime
 
 import qconv
 from qconv.calibrate.histogram import TensorStats
+from qconv.data import Feed
 from qconv.evaluate import Evaluation, Latency, OutputFidelity
 from qconv.model_io import all_nodes, default_opset, serialized_bytes
 from qconv.quantize import QuantizationResult
@@ -56,6 +57,7 @@ def build_report(
     tensor_fidelity: dict[str, OutputFidelity] | None = None,
     latency: dict[str, Latency] | None = None,
     profiles: dict[str, dict[str, float]] | None = None,
+    latency_feed: Feed | None = None,
     threads: int = 1,
     synthetic_data: bool = False,
     float_bytes: int | None = None,
@@ -64,7 +66,7 @@ def build_report(
 
     ``float_bytes``: the float model's size, when ``float_model`` no longer holds its weights.
     """
-    latency_summary = _latency(latency, threads, profiles) if latency else None
+    latency_summary = _latency(latency, threads, latency_feed, profiles) if latency else None
     return Report(
         qconv_version=qconv.__version__,
         onnx_version=onnx.__version__,
@@ -200,6 +202,7 @@ def _evaluation(evaluation: Evaluation, data: str) -> EvaluationSummary:
 def _latency(
     latency: dict[str, Latency],
     threads: int,
+    feed: Feed | None,
     profiles: dict[str, dict[str, float]] | None = None,
 ) -> LatencySummary:
     f, q = latency["float"], latency["int8"]
@@ -213,6 +216,7 @@ def _latency(
         q.p90_ms,
         float_ops_ms=profiles.get("float", {}),
         int8_ops_ms=profiles.get("int8", {}),
+        inputs={name: list(getattr(array, "shape", ())) for name, array in (feed or {}).items()},
     )
 
 
@@ -250,9 +254,10 @@ def compare_report(
     evaluation_data: str,
     latency: dict[str, Latency] | None,
     threads: int,
+    latency_feed: Feed | None = None,
 ) -> Report:
     """A report for ``qconv compare``: no calibration or node decisions, just measurements."""
-    latency_summary = _latency(latency, threads) if latency else None
+    latency_summary = _latency(latency, threads, latency_feed) if latency else None
     return Report(
         qconv_version=qconv.__version__,
         onnx_version=onnx.__version__,
