@@ -539,12 +539,6 @@ def _copy_field(target, descriptor, value) -> None:
         setattr(target, descriptor.name, value)
 
 
-def write_with_external_data(proto: onnx.ModelProto, model_file: Path) -> None:
-    """Write ``proto`` to ``model_file`` with its tensors in ``<model_file>.data`` beside it."""
-    data_name = model_file.name + ".data"
-    _save_with_external_data(proto, model_file, model_file.parent / data_name, data_name)
-
-
 def _staging_prefix(output: Path) -> str:
     """``.NAME.``, shortened so that the staged name (``.NAME.PID.XXXXXXXX.tmp``) stays a legal
     one when NAME is near the 255-byte limit of file names."""

@@ -16,7 +16,7 @@ import onnx
 import onnxruntime as ort
 
 from qconv.errors import ModelError, first_line
-from qconv.model_io import external_skeleton, stored_bytes, write_with_external_data
+from qconv.model_io import external_skeleton, stored_bytes
 
 log = logging.getLogger(__name__)
 # Models holding this many bytes of tensors reach onnxruntime as files, not as serialized bytes.
@@ -144,12 +144,9 @@ def temporary_model_file(
     try:
         folder = tempfile.TemporaryDirectory(prefix="qconv-model-")
         path = Path(folder.name) / "model.onnx"
-        if edit is None:
-            write_with_external_data(model, path)
-        else:
-            data_name = path.name + ".data"
-            skeleton = external_skeleton(model, path.parent / data_name, data_name)
-            path.write_bytes(edit(skeleton).SerializeToString())
+        data_name = path.name + ".data"
+        skeleton = external_skeleton(model, path.parent / data_name, data_name)
+        path.write_bytes((edit(skeleton) if edit else skeleton).SerializeToString())
     except OSError as exc:  # a full or read-only temporary folder
         if folder is not None:
             folder.cleanup()

@@ -377,8 +377,7 @@ def test_large_models_fall_back_to_memory_when_the_temporary_folder_is_full(monk
 
     for module in (runtime, quantize):
         monkeypatch.setattr(module, "SESSION_FILE_BYTES", 1000)
-    monkeypatch.setattr(runtime, "write_with_external_data", full)  # verify_model's file too
-    monkeypatch.setattr(runtime, "external_skeleton", full)
+    monkeypatch.setattr(runtime, "external_skeleton", full)  # sessions and verify_model's file
     model = tiny_model()
     feed = {"x": np.ones((1, 64), np.float32)}
     np.testing.assert_array_equal(runtime.create_session(model).run(None, feed)[0], 64.0)
